@@ -1,0 +1,282 @@
+"""ZeCon guidance: the gradient that steers each reverse step (the original's ``cond_fn``).
+
+At respaced index i with f = sqrt(1 - ᾱ_i), the output side is the blend
+x̂ = x̂0 f + x_i (1 - f) of the predicted clean image and the current sample;
+the source side of each loss is ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)
+with a fresh ε per loss. The total loss L = Σ λ_k L_k (paper eq. 8) is
+differentiated through x̂ (and so through the UNet) with respect to x_i, and
+-∇L is returned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+
+from . import losses as L
+from .augment import render_views
+from .diffusion import q_sample
+from .draws import Draws
+from .schedule import Schedule
+
+LOSS_NAMES = ("clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse", "vgg", "range")
+CLIP_LOSSES = LOSS_NAMES[:4]
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Loss weights and their settings (``ZECON_GUIDANCE``). Defaults are the original README's.
+
+    ``shared_views``: the two patch CLIP losses (and the two non-patch ones)
+    use the same random views of the output, so CLIP encodes them once. The
+    losses stay unbiased but become correlated; off by default (the original
+    draws separate views).
+    ``mse_max_t`` / ``vgg_max_t``: MSE and VGG apply while the respaced index is
+    below these (the original's ``t < 700`` / ``t < 800``).
+    """
+
+    clip_global: float = 0.0
+    clip_global_patch: float = 10000.0
+    clip_dir: float = 0.0
+    clip_dir_patch: float = 20000.0
+    zecon: float = 500.0
+    mse: float = 5000.0
+    vgg: float = 100.0
+    range: float = 50.0
+    n_patch: int = 32
+    patch_min: float = 0.01
+    patch_max: float = 0.3
+    aug_prob: float = 1.0
+    zecon_layers: tuple[int, ...] = (0, 2, 5, 8, 11)
+    zecon_patches: int = 256
+    nce_temperature: float = 0.07
+    mse_max_t: int = 700
+    vgg_max_t: int = 800
+    shared_views: bool = False
+
+    def __post_init__(self):
+        for name in LOSS_NAMES:
+            w = getattr(self, name)
+            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+                raise ValueError(f"loss weight {name} must be a finite number >= 0, got {w!r}")
+        if not (isinstance(self.n_patch, int) and self.n_patch >= 1):
+            raise ValueError(f"n_patch must be an integer >= 1, got {self.n_patch!r}")
+        if not (0 < self.patch_min <= self.patch_max <= 1):
+            raise ValueError(f"need 0 < patch_min <= patch_max <= 1, got {self.patch_min}, {self.patch_max}")
+        if not (0 <= self.aug_prob <= 1):
+            raise ValueError(f"aug_prob must lie in [0, 1], got {self.aug_prob}")
+        if not self.zecon_layers or any(int(i) != i or i < 0 for i in self.zecon_layers):
+            raise ValueError(f"zecon_layers must be non-negative block indices, got {self.zecon_layers}")
+        if self.zecon_patches < 1:
+            raise ValueError(f"zecon_patches must be >= 1, got {self.zecon_patches}")
+        if not (self.nce_temperature > 0 and math.isfinite(self.nce_temperature)):
+            raise ValueError(f"nce_temperature must be > 0, got {self.nce_temperature}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in LOSS_NAMES}
+
+    @property
+    def active(self) -> bool:
+        return any(w > 0 for w in self.weights.values())
+
+    @property
+    def uses_clip(self) -> bool:
+        return any(getattr(self, k) > 0 for k in CLIP_LOSSES)
+
+    def replace(self, **changes) -> "GuidanceConfig":
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values.update(changes)
+        return GuidanceConfig(**values)
+
+
+@dataclass(eq=False)
+class GuidanceInputs:
+    """What the guidance compares against: the source image and the text embeddings."""
+
+    source: torch.Tensor            # [B, 3, H, W] in [-1, 1]
+    target_embeds: torch.Tensor     # [B or 1, E]
+    source_embeds: torch.Tensor     # [B or 1, E]
+
+
+def blend_factor(s: Schedule, i: int) -> float:
+    """f = sqrt(1 - ᾱ_i) of the respaced schedule (a Python float, as the original's numpy scalar)."""
+    return float(s.arrays["sqrt_one_minus_alphas_cumprod"][i])
+
+
+def output_blend(s: Schedule, i: int, pred_x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x̂ = x̂0 f + x_i (1 - f): what the losses see of the output."""
+    f = blend_factor(s, i)
+    return pred_x0 * f + x * (1 - f)
+
+
+def source_blend(s: Schedule, i: int, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """ŷ = x0 f + q_sample(x0, i, ε) (1 - f): what the losses compare against."""
+    f = blend_factor(s, i)
+    return x0 * f + q_sample(s, x0, i, noise) * (1 - f)
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or latent stopped being finite."""
+
+
+class ZeconGuidance:
+    """``guidance(x, i, pred_x0) -> (-∇_x L, {loss: weighted value})``.
+
+    ``pred_x0`` must be a differentiable function of ``x`` (the UNet output
+    of this step); ``features`` computes UNet encoder features at t = 0 for
+    the ZeCon loss; ``clip`` and ``vgg`` are needed only when their losses are on.
+    """
+
+    def __init__(self, config: GuidanceConfig, schedule: Schedule, inputs: GuidanceInputs, draws: Draws, *,
+                 features=None, clip=None, vgg=None, clip_autocast: torch.dtype | None = None):
+        self.cfg, self.s, self.inputs, self.draws = config, schedule, inputs, draws
+        self.features, self.clip, self.vgg = features, clip, vgg
+        self.clip_autocast = clip_autocast
+        self.last_losses: dict[str, float] = {}
+        w = config.weights
+        if config.uses_clip and clip is None:
+            raise ValueError("CLIP losses are on but no CLIP model was given")
+        if w["vgg"] > 0 and vgg is None:
+            raise ValueError("the VGG loss is on but no VGG model was given")
+        if w["zecon"] > 0 and features is None:
+            raise ValueError("the ZeCon loss is on but no UNet feature extractor was given")
+
+    def __call__(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor):
+        terms = self.terms(x, i, pred_x0)
+        grad = -torch.autograd.grad(sum(terms.values()), x)[0]
+        self.last_losses = {k: float(v.detach()) for k, v in terms.items()}
+        return grad, self.last_losses
+
+    def terms(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor, only: str | None = None) -> dict[str, torch.Tensor]:
+        """Weighted loss terms (each summed over the batch) at respaced index ``i``."""
+        cfg, w = self.cfg, self.cfg.weights
+        on = {k: v > 0 and (only is None or k == only) for k, v in w.items()}
+        on["mse"] &= i < cfg.mse_max_t
+        on["vgg"] &= i < cfg.vgg_max_t
+        x_in = output_blend(self.s, i, pred_x0, x)
+        x0 = self.inputs.source
+        batch = x.shape[0]
+
+        def source_for(loss):
+            return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
+
+        out = {}
+        if any(on[k] for k in CLIP_LOSSES):
+            out.update(self._clip_terms(x_in, i, on, source_for, batch))
+        if on["zecon"]:
+            y_in = source_for("zecon")
+            out["zecon"] = w["zecon"] * self._zecon(x_in, y_in, i).sum()
+        if on["mse"]:
+            out["mse"] = w["mse"] * L.mse(x_in, source_for("mse")).sum()
+        if on["vgg"]:
+            y_in = source_for("vgg")
+            with torch.no_grad():
+                fy = self.vgg(y_in)
+            out["vgg"] = w["vgg"] * L.vgg_perceptual(self.vgg(x_in), fy).sum()
+        if on["range"]:
+            out["range"] = w["range"] * L.range_loss(pred_x0).sum()
+        return out
+
+    def _views(self, i, key, image, crop):
+        cfg, batch = self.cfg, image.shape[0]
+        params = self.draws.views(i, key, cfg.n_patch, batch, *image.shape[-2:], crop=crop,
+                                  patch_min=cfg.patch_min, patch_max=cfg.patch_max, aug_prob=cfg.aug_prob)
+        item = torch.arange(batch).repeat_interleave(cfg.n_patch)
+        return render_views(image, params, item)
+
+    def _clip_terms(self, x_in, i, on, source_for, batch):
+        """All CLIP terms, with one CLIP pass for the views that need gradients and one for those that don't."""
+        cfg, w, n = self.cfg, self.cfg.weights, self.cfg.n_patch
+        grad_views, views_of = [], {}
+
+        def add(key, make):
+            if key not in views_of:
+                views_of[key] = len(grad_views)
+                grad_views.append(make())
+            return views_of[key]
+
+        share = cfg.shared_views
+        slot = {}
+        if on["clip_global"]:
+            slot["clip_global"] = add("aug", lambda: self._views(i, "clip_global", x_in, crop=False))
+        if on["clip_global_patch"]:
+            slot["clip_global_patch"] = add("patch", lambda: self._views(i, "clip_global_patch", x_in, crop=True))
+        nograd, src_slot = [], {}
+        if on["clip_dir"]:
+            slot["clip_dir"] = add("aug" if share else "aug_dir",
+                                   lambda: self._views(i, "clip_dir", x_in, crop=False))
+            y_in = source_for("clip_dir")
+            src_slot["clip_dir"] = len(nograd)
+            nograd.append(self._views(i, "clip_dir_source", y_in, crop=False))
+        if on["clip_dir_patch"]:
+            slot["clip_dir_patch"] = add("patch" if share else "patch_dir",
+                                         lambda: self._views(i, "clip_dir_patch", x_in, crop=True))
+            src_slot["clip_dir_patch"] = len(nograd)
+            nograd.append(source_for("clip_dir_patch"))   # the whole source, once per item (not per view)
+
+        emb = self._encode(grad_views)
+        with torch.no_grad():
+            src_emb = self._encode(nograd)
+        tgt = self._per_view(self.inputs.target_embeds, batch, n)
+        txt_src = self._per_view(self.inputs.source_embeds, batch, n)
+        out = {}
+        for loss, s in slot.items():
+            e = emb[s]
+            if loss in ("clip_global", "clip_global_patch"):
+                d = L.spherical_dist(e, tgt)
+            else:
+                es = src_emb[src_slot[loss]]
+                if loss == "clip_dir_patch":
+                    es = es.repeat_interleave(n, dim=0)
+                d = L.directional_dist(e, es, tgt, txt_src)
+            out[loss] = w[loss] * d.view(batch, n).mean(dim=1).sum()
+        return out
+
+    def _encode(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Embeddings of several view batches (possibly of different sizes) in one CLIP pass."""
+        if not images:
+            return []
+        pixels = torch.cat([self.clip.preprocess(t) for t in images])
+        return list(self.clip.embed(pixels, self.clip_autocast).split([t.shape[0] for t in images]))
+
+    @staticmethod
+    def _per_view(embeds, batch, n):
+        if embeds.shape[0] == 1:
+            return embeds.expand(batch * n, -1)
+        return embeds.repeat_interleave(n, dim=0)
+
+    def _zecon(self, x_in, y_in, i):
+        cfg = self.cfg
+        with torch.no_grad():
+            feats_k = self.features(y_in, cfg.zecon_layers)
+        ids = [
+            self.draws.patch_ids(i, layer, f.shape[-2] * f.shape[-1], cfg.zecon_patches, f.shape[0]).to(f.device)
+            for layer, f in zip(sorted(set(cfg.zecon_layers)), feats_k)
+        ]
+        feats_q = self.features(x_in, cfg.zecon_layers)
+        return torch.stack([
+            L.zecon_loss([f[b] for f in feats_q], [f[b] for f in feats_k], [p[b] for p in ids], cfg.nce_temperature)
+            for b in range(x_in.shape[0])
+        ])
+
+    def diagnose(self, x: torch.Tensor, i: int, pred_x0_fn) -> str:
+        """Name the loss whose value or gradient is not finite (recomputes each loss alone)."""
+        bad = []
+        for loss in LOSS_NAMES:
+            if self.cfg.weights[loss] <= 0:
+                continue
+            with torch.enable_grad():
+                xx = x.detach().requires_grad_()
+                term = self.terms(xx, i, pred_x0_fn(xx), only=loss).get(loss)
+                if term is None:
+                    continue
+                if not torch.isfinite(term):
+                    bad.append(f"{loss} (value {float(term)})")
+                    continue
+                g = torch.autograd.grad(term, xx)[0]
+                if not torch.isfinite(g).all():
+                    bad.append(f"{loss} (gradient)")
+        return ", ".join(bad) if bad else "no single loss (only their sum)"

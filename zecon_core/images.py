@@ -1,0 +1,85 @@
+"""Image conversion and the size policies.
+
+Tensors in the core are [B, 3, H, W] float32 in [-1, 1]. Resizing goes
+through Pillow's LANCZOS filter on 8-bit images, as the original does.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import torch
+from PIL import Image
+
+SIZE_POLICIES = ("resize", "fit_short_side", "as_is")
+SIZE_MULTIPLE = 32
+
+
+def load_image(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as [1, 3, H, W] in [-1, 1] (RGB; alpha and palettes converted)."""
+    with Image.open(path) as im:
+        return pil_to_tensor(im)
+
+
+def pil_to_tensor(im: Image.Image) -> torch.Tensor:
+    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].mul(2).sub(1).contiguous()
+
+
+def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """[B, 3, H, W] in [-1, 1] -> 8-bit RGB images (values clamped)."""
+    arr = x.detach().float().add(1).div(2).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """LANCZOS resize of [-1, 1] images through 8-bit Pillow images."""
+    if x.shape[-2:] == (height, width):
+        return x
+    out = [pil_to_tensor(im.resize((width, height), Image.LANCZOS)) for im in tensor_to_pil(x)]
+    return torch.cat(out).to(x.device)
+
+
+def target_size(height: int, width: int, policy: str, size: int = 256) -> tuple[int, int]:
+    """(H, W) an image is brought to under ``policy``.
+
+    ``resize``: size x size, the original's square resize (squashes non-square images);
+    ``fit_short_side``: the short side becomes ``size``, the long side keeps the
+    aspect ratio, both rounded to multiples of 32; ``as_is``: unchanged, and
+    both sides must already be multiples of 32.
+    """
+    if policy == "resize":
+        return size, size
+    if policy == "fit_short_side":
+        short = min(height, width)
+        scale = size / short
+
+        def snap(v):
+            return max(SIZE_MULTIPLE, int(round(v * scale / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+        return snap(height), snap(width)
+    if policy == "as_is":
+        if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+            raise ValueError(
+                f"image is {width}x{height}; with the 'as is' size policy both sides must be multiples of "
+                f"{SIZE_MULTIPLE} (use 'fit short side' or 'resize' instead)"
+            )
+        return height, width
+    raise ValueError(f"size policy must be one of {SIZE_POLICIES}, got {policy!r}")
+
+
+def prepare_source(x: torch.Tensor, policy: str = "resize", size: int = 256) -> torch.Tensor:
+    """Check a [B, 3, H, W] batch in [-1, 1] and bring it to the policy's size."""
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"expected a non-empty image batch [B, 3, H, W], got shape {tuple(x.shape)}")
+    if x.shape[1] != 3:
+        raise ValueError(f"expected 3 colour channels, got {x.shape[1]}")
+    if not torch.isfinite(x).all():
+        raise ValueError("the image contains NaN or infinite values")
+    if x.min() < -1 or x.max() > 1:
+        warnings.warn("image values outside the valid range were clamped", stacklevel=2)
+        x = x.clamp(-1, 1)
+    h, w = target_size(x.shape[-2], x.shape[-1], policy, size)
+    return resize(x, h, w)

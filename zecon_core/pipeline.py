@@ -1,0 +1,166 @@
+"""The ZeCon pipeline: encode the style prompt, invert the source, sample with guidance.
+
+These are the objects the ComfyUI nodes pass between them and the calls the
+CLI and the Python API use. Images are [B, 3, H, W] float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from . import diffusion as D
+from .clip_model import ClipModel
+from .draws import Draws
+from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+from .model import DiffusionModel
+from .sampler import SAMPLERS, Callback, ddim_invert, sample
+from .schedule import Schedule
+from .vgg import VGGFeatures
+
+START_MODES = ("renoise", "latent")
+
+
+@dataclass(eq=False)
+class StylePrompt:
+    """Target and source prompts with their CLIP text embeddings (``ZECON_STYLE``)."""
+
+    target: tuple[str, ...]
+    source: tuple[str, ...]
+    target_embeds: torch.Tensor   # [n, E] float32
+    source_embeds: torch.Tensor   # [n, E]
+    clip_name: str
+
+    def __len__(self):
+        return len(self.target)
+
+
+@dataclass(eq=False)
+class Inversion:
+    """A DDIM-inverted source batch (``ZECON_LATENT``): the latent, the source it came from, the schedule."""
+
+    latent: torch.Tensor          # [B, 3, H, W]
+    source: torch.Tensor          # [B, 3, H, W] in [-1, 1]
+    schedule: Schedule
+    skip: int
+    model_name: str
+
+    @property
+    def start(self) -> int:
+        """Respaced index the reverse process starts at."""
+        return self.schedule.num_steps - self.skip - 1
+
+    def __len__(self):
+        return self.latent.shape[0]
+
+
+def encode_style(clip: ClipModel, target: str | Sequence[str], source: str | Sequence[str] = "Photo") -> StylePrompt:
+    """Encode target and source prompts once (one pair, or one per batch item)."""
+    targets = (target,) if isinstance(target, str) else tuple(target)
+    sources = (source,) if isinstance(source, str) else tuple(source)
+    if len(sources) == 1 and len(targets) > 1:
+        sources = sources * len(targets)
+    if len(sources) != len(targets):
+        raise ValueError(f"{len(targets)} target prompts but {len(sources)} source prompts")
+    if not targets:
+        raise ValueError("no target prompt given")
+    return StylePrompt(targets, sources, clip.encode_text(list(targets)), clip.encode_text(list(sources)), clip.name)
+
+
+def invert(model: DiffusionModel, images: torch.Tensor, *, respacing: str = "50", skip: int = 25,
+           callback: Callback | None = None) -> Inversion:
+    """DDIM-invert [-1, 1] images over the first N - skip respaced steps, on the model's device."""
+    s = Schedule.create(respacing)
+    s.check_skip(skip)
+    model.check_image_size(*images.shape[-2:])
+    x0 = images.to(model.device, torch.float32)
+    latent = ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback)
+    return Inversion(latent, x0, s, skip, model.name)
+
+
+def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePrompt | None,
+                  clip: ClipModel | None, guidance: GuidanceConfig, *, vgg: VGGFeatures | None = None,
+                  sampler: str = "ddpm", eta: float = 0.0, seed: int | Sequence[int] = 0,
+                  start: str = "renoise", exact_guidance_index: bool = False, draws: Draws | None = None,
+                  callback: Callback | None = None) -> torch.Tensor:
+    """Guided reverse sampling from an inversion; returns [B, 3, H, W] in [-1, 1] on the model's device.
+
+    ``start``: ``renoise`` (the original's DDPM start, q_sample(x0, t_start, noise=latent)) or
+    ``latent`` (start from the inverted latent itself; the DDIM sampler always does).
+    ``seed``: one int (item b gets seed + b) or one per item.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    if start not in START_MODES:
+        raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
+    dev = model.device
+    batch = len(inversion)
+    if draws is None:
+        seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else list(seed)
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds given for a batch of {batch} images")
+        draws = Draws(seeds)
+    s = inversion.schedule
+    x0 = inversion.source.to(dev)
+    latent = inversion.latent.to(dev)
+    if sampler == "ddpm" and start == "renoise":
+        x = D.q_sample(s, x0, inversion.start, latent)
+    else:
+        x = latent
+    zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg, draws, batch)
+    out, _ = sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta,
+                    guidance=zecon_guidance, draws=draws, callback=callback,
+                    exact_guidance_index=exact_guidance_index)
+    return out
+
+
+def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch):
+    if not cfg.active:
+        warnings.warn("all guidance weights are 0: the result is a plain reconstruction of the source", stacklevel=3)
+        return None
+    dev = x0.device
+    tgt = src = torch.zeros(1, 1, device=dev)
+    if cfg.uses_clip:
+        if style is None or clip is None:
+            raise ValueError("the CLIP losses are on: a style prompt and a CLIP model are needed")
+        if any(not t.strip() for t in style.target):
+            raise ValueError("the target prompt is empty; write a style, or set every CLIP weight to 0 "
+                             "to guide by content only")
+        if style.clip_name != clip.name:
+            raise ValueError(f"the style prompt was encoded with CLIP {style.clip_name}, "
+                             f"but the sampler got CLIP {clip.name}")
+        if len(style) not in (1, batch):
+            raise ValueError(f"{len(style)} style prompts for a batch of {batch} images")
+        tgt, src = style.target_embeds.to(dev), style.source_embeds.to(dev)
+    inputs = GuidanceInputs(x0, tgt, src)
+    clip_dtype = model.autocast_dtype() if cfg.uses_clip else None
+    return ZeconGuidance(cfg, s, inputs, draws, features=model.features, clip=clip,
+                         vgg=vgg if cfg.vgg > 0 else None, clip_autocast=clip_dtype)
+
+
+def _denoiser(model: DiffusionModel, s: Schedule):
+    def denoise(x, i):
+        return model(x, s.model_timesteps(i, x.shape[0], x.device))
+    return denoise
+
+
+def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prompt: str = "Photo", *,
+            model: DiffusionModel, clip: ClipModel | None, vgg: VGGFeatures | None = None,
+            respacing: str = "50", skip: int = 25, sampler: str = "ddpm", eta: float = 0.0,
+            seed: int | Sequence[int] = 0, guidance: GuidanceConfig | None = None,
+            callback: Callback | None = None, inversion_callback: Callback | None = None,
+            **guidance_settings) -> torch.Tensor:
+    """Restyle [-1, 1] images after a text prompt; defaults are the original README's.
+
+    ``guidance_settings`` override single fields of ``GuidanceConfig``
+    (e.g. ``zecon=1000``). Returns [B, 3, H, W] in [-1, 1] on the CPU.
+    """
+    cfg = (guidance or GuidanceConfig()).replace(**guidance_settings)
+    style = encode_style(clip, target_prompt, source_prompt) if cfg.uses_clip else None
+    inv = invert(model, image, respacing=respacing, skip=skip, callback=inversion_callback)
+    out = sample_guided(model, inv, style, clip, cfg, vgg=vgg, sampler=sampler, eta=eta, seed=seed,
+                        callback=callback)
+    return out.cpu()

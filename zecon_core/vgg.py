@@ -1,0 +1,64 @@
+"""The two VGG19 layers of ZeCon's perceptual loss: conv1_1 and conv2_1, after ReLU.
+
+The original runs all of torchvision's ``vgg19().features`` and keeps the
+outputs of indices 0 and 5, which torchvision's in-place ReLUs overwrite with
+their rectified values; here the network stops right after conv2_1's ReLU
+and only layers 0, 2 and 5 are loaded (a 548 MB file yields 0.15 MB of weights).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import CheckpointError, load_state_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_LAYERS = ("features.0", "features.2", "features.5")
+
+
+class VGGFeatures(nn.Module):
+    """VGG19 ``features[0:7]``; returns (relu(conv1_1), relu(conv2_1)) of an image in [-1, 1].
+
+    The ImageNet normalisation is applied to the [-1, 1] input directly, without
+    mapping it to [0, 1] first, as the original does.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2, 2),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
+        )
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
+
+    def forward(self, x):
+        f = self.features
+        x = (x - self.mean) / self.std
+        conv1_1 = F.relu(f[0](x))
+        conv2_1 = F.relu(f[5](f[4](F.relu(f[2](conv1_1)))))
+        return conv1_1, conv2_1
+
+
+def load_vgg(path: str | os.PathLike) -> VGGFeatures:
+    """VGG layers from a torchvision ``vgg19`` state dict (full or only ``features.{0,2,5}``)."""
+    sd = load_state_dict(path)
+    wanted = {k: v for k, v in sd.items() if k.rsplit(".", 1)[0] in _LAYERS}
+    missing = [f"{layer}.{p}" for layer in _LAYERS for p in ("weight", "bias") if f"{layer}.{p}" not in wanted]
+    if missing:
+        raise CheckpointError(
+            f"{os.path.basename(path)} is not a torchvision VGG19 state dict (missing {', '.join(missing)})"
+        )
+    model = VGGFeatures()
+    try:
+        model.load_state_dict({k: v.float() for k, v in wanted.items()}, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{os.path.basename(path)}: VGG layer shapes do not match VGG19: {e}") from e
+    return model.eval().requires_grad_(False)
