@@ -1,0 +1,35 @@
+"""ZeCon (Yang, Hwang & Ye, ICCV 2023): zero-shot contrastive text-guided image style transfer.
+
+A pure-PyTorch engine, no ComfyUI imports. Typical use::
+
+    import zecon_core as zc
+    model = zc.load_diffusion_model("256x256_diffusion_uncond.pt")
+    clip = zc.load_clip()                       # ViT-B-16 / openai through open_clip
+    vgg = zc.load_vgg("vgg19-dcbb9e9d.pth")
+    image = zc.prepare_source(zc.load_image("photo.png"), "resize", 256)
+    out = zc.stylize(image, "a sketch with crayon", "Photo", model=model, clip=clip, vgg_model=vgg, seed=0)
+    zc.tensor_to_pil(out)[0].save("out.png")
+
+Step by step: ``encode_style`` -> ``invert`` -> ``sample_guided`` with a ``GuidanceConfig``.
+"""
+
+from .checkpoints import CheckpointError, load_state_dict
+from .clip_model import DEFAULT_CLIP, ClipModel, PromptTooLongWarning, load_clip
+from .draws import Draws
+from .guidance import LOSS_NAMES, GuidanceConfig, NonFiniteError
+from .images import SIZE_POLICIES, load_image, pil_to_tensor, prepare_source, target_size, tensor_to_pil
+from .model import DiffusionModel, load_diffusion_model
+from .pipeline import Inversion, StylePrompt, encode_style, invert, sample_guided, stylize
+from .schedule import Schedule
+from .unet import ADMConfig, UNetModel
+from .vgg import VGGFeatures, load_vgg
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ADMConfig", "CheckpointError", "ClipModel", "DEFAULT_CLIP", "DiffusionModel", "Draws", "GuidanceConfig",
+    "Inversion", "LOSS_NAMES", "NonFiniteError", "PromptTooLongWarning", "SIZE_POLICIES", "Schedule",
+    "StylePrompt", "UNetModel", "VGGFeatures", "encode_style", "invert", "load_clip", "load_diffusion_model",
+    "load_image", "load_state_dict", "load_vgg", "pil_to_tensor", "prepare_source", "sample_guided", "stylize",
+    "target_size", "tensor_to_pil",
+]

@@ -134,23 +134,25 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, item: torch.Tensor, s
     """Crops resized to ``size`` with bilinear ``align_corners=True`` interpolation.
 
     The same arithmetic as ``F.interpolate(img[..., y0:y1+1, x0:x1+1], size, mode='bilinear',
-    align_corners=True)`` for every box, done as one gather for all boxes.
+    align_corners=True)`` for every box, done as four gathers for all boxes (``gather``
+    rather than advanced indexing, whose backward is not deterministic on the CPU).
     """
     dev = images.device
     boxes = boxes.to(dev)
-    y0, y1w, ly = _interp_taps(boxes[:, 1], boxes[:, 3], size)
-    x0, x1w, lx = _interp_taps(boxes[:, 0], boxes[:, 2], size)
-    b = item.to(dev)[:, None, None]
+    n, c, w = boxes.shape[0], images.shape[1], images.shape[-1]
+    y0, y1, ly = _interp_taps(boxes[:, 1], boxes[:, 3], size)
+    x0, x1, lx = _interp_taps(boxes[:, 0], boxes[:, 2], size)
+    flat = images.index_select(0, item.to(dev)).flatten(2)
 
-    def tap(ys, xs):  # [n, size, size, C]
-        return images[b, :, ys[:, :, None], xs[:, None, :]]
+    def tap(ys, xs):  # [n, C, size, size]
+        idx = (ys[:, :, None] * w + xs[:, None, :]).reshape(n, 1, size * size).expand(n, c, size * size)
+        return flat.gather(2, idx).view(n, c, size, size)
 
-    lx = lx.to(images.dtype)[:, None, :, None]
-    ly = ly.to(images.dtype)[:, :, None, None]
-    top = (1 - lx) * tap(y0, x0) + lx * tap(y0, x1w)
-    bottom = (1 - lx) * tap(y1w, x0) + lx * tap(y1w, x1w)
-    out = (1 - ly) * top + ly * bottom
-    return out.permute(0, 3, 1, 2).contiguous()
+    lx = lx.to(images.dtype)[:, None, None, :]
+    ly = ly.to(images.dtype)[:, None, :, None]
+    top = (1 - lx) * tap(y0, x0) + lx * tap(y0, x1)
+    bottom = (1 - lx) * tap(y1, x0) + lx * tap(y1, x1)
+    return (1 - ly) * top + ly * bottom
 
 
 def _interp_taps(lo: torch.Tensor, hi: torch.Tensor, size: int):

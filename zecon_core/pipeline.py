@@ -82,7 +82,7 @@ def invert(model: DiffusionModel, images: torch.Tensor, *, respacing: str = "50"
 
 
 def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePrompt | None,
-                  clip: ClipModel | None, guidance: GuidanceConfig, *, vgg: VGGFeatures | None = None,
+                  clip: ClipModel | None, guidance: GuidanceConfig, *, vgg_model: VGGFeatures | None = None,
                   sampler: str = "ddpm", eta: float = 0.0, seed: int | Sequence[int] = 0,
                   start: str = "renoise", exact_guidance_index: bool = False, draws: Draws | None = None,
                   callback: Callback | None = None) -> torch.Tensor:
@@ -110,7 +110,7 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         x = D.q_sample(s, x0, inversion.start, latent)
     else:
         x = latent
-    zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg, draws, batch)
+    zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg_model, draws, batch)
     out, _ = sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta,
                     guidance=zecon_guidance, draws=draws, callback=callback,
                     exact_guidance_index=exact_guidance_index)
@@ -148,7 +148,7 @@ def _denoiser(model: DiffusionModel, s: Schedule):
 
 
 def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prompt: str = "Photo", *,
-            model: DiffusionModel, clip: ClipModel | None, vgg: VGGFeatures | None = None,
+            model: DiffusionModel, clip: ClipModel | None, vgg_model: VGGFeatures | None = None,
             respacing: str = "50", skip: int = 25, sampler: str = "ddpm", eta: float = 0.0,
             seed: int | Sequence[int] = 0, guidance: GuidanceConfig | None = None,
             callback: Callback | None = None, inversion_callback: Callback | None = None,
@@ -161,6 +161,6 @@ def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prom
     cfg = (guidance or GuidanceConfig()).replace(**guidance_settings)
     style = encode_style(clip, target_prompt, source_prompt) if cfg.uses_clip else None
     inv = invert(model, image, respacing=respacing, skip=skip, callback=inversion_callback)
-    out = sample_guided(model, inv, style, clip, cfg, vgg=vgg, sampler=sampler, eta=eta, seed=seed,
+    out = sample_guided(model, inv, style, clip, cfg, vgg_model=vgg_model, sampler=sampler, eta=eta, seed=seed,
                         callback=callback)
     return out.cpu()

@@ -74,10 +74,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 for half-precision inputs (float64 stays float64)."""
+    """GroupNorm computed in float32 whatever the input dtype."""
 
     def forward(self, x):
-        return super().forward(x if x.dtype == torch.float64 else x.float()).type(x.dtype)
+        return super().forward(x.float()).type(x.dtype)
 
 
 def normalization(channels: int) -> nn.Module:
@@ -270,7 +270,7 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(input_ch, cfg.out_channels, 3, padding=1))
 
     def _embed(self, timesteps, y):
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(self.time_embed[0].weight.dtype))
+        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
         if self.num_classes is not None:
             if y is None:
                 raise ValueError("this UNet is class-conditional: pass class labels y")

@@ -1,0 +1,289 @@
+"""Table of the models ZeCon for ComfyUI knows how to find or fetch.
+
+Pure data plus a few lookup helpers: importing this module never touches the
+network or the file system.
+
+Where files go
+--------------
+* Inside ComfyUI: ``<ComfyUI>/models/zecon`` (:data:`COMFY_MODELS_SUBDIR`).
+* Outside ComfyUI (scripts, tests): :func:`default_cache_dir`, i.e. the
+  environment variable ``ZECON_MODELS_DIR`` if set, else
+  ``$XDG_CACHE_HOME/zecon/models``, else ``~/.cache/zecon/models``.
+
+Loader nodes list the local files of that folder plus the known models that are
+not there yet, shown as ``display_name_not_downloaded(entry)``, e.g.
+``"256x256_diffusion_uncond.pt (download on first use)"``;
+:func:`parse_display_name` maps such a label back to its entry.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = [
+    "KINDS",
+    "COMFY_MODELS_SUBDIR",
+    "MODELS_DIR_ENV",
+    "KnownModel",
+    "KNOWN_MODELS",
+    "get_known",
+    "known_for_kind",
+    "display_name_not_downloaded",
+    "parse_display_name",
+    "default_cache_dir",
+]
+
+KINDS = ("unet", "clip", "vgg")
+
+#: Sub-folder of ComfyUI's ``models`` directory that holds ZeCon's files.
+COMFY_MODELS_SUBDIR = "zecon"
+
+#: Environment variable that overrides the cache folder used outside ComfyUI.
+MODELS_DIR_ENV = "ZECON_MODELS_DIR"
+
+#: Suffix of the label of a known model that can be fetched on first use.
+DOWNLOAD_SUFFIX = " (download on first use)"
+#: Suffix of the label of a known model that must be fetched by hand.
+MANUAL_SUFFIX = " (not found: place it by hand)"
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_HEX_RE = re.compile(r"^[0-9a-f]+$")
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    """One model ZeCon knows about.
+
+    ``urls`` are tried in order; an empty tuple means "no direct link" (see
+    ``manual_instructions``) or "fetched by another library" (``kind == "clip"``,
+    handled by open_clip). ``sha256`` is the full digest when known; otherwise
+    ``sha256_prefix`` holds the leading hex digits we can vouch for (torchvision
+    names its files ``<name>-<first 8 hex digits of the SHA256>.pth``).
+
+    ``manual_instructions`` may contain ``{folder}`` and ``{filename}``, filled in
+    by :meth:`manual_text`.
+    """
+
+    key: str
+    kind: str
+    filename: str
+    urls: tuple[str, ...] = ()
+    size: int | None = None
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    description: str = ""
+    source_note: str = ""
+    manual_instructions: str = ""
+    aliases: tuple[str, ...] = ()
+    # open_clip-managed entries (kind "clip"):
+    open_clip_model: str | None = None
+    open_clip_pretrained: str | None = None
+    hf_repo_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"KnownModel {self.key!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.key or not self.filename:
+            raise ValueError("KnownModel needs a key and a filename")
+        if isinstance(self.urls, str):  # a lone string would be iterated per character
+            object.__setattr__(self, "urls", (self.urls,))
+        else:
+            object.__setattr__(self, "urls", tuple(self.urls))
+        object.__setattr__(self, "aliases", tuple(self.aliases))
+        for u in self.urls:
+            if not u.startswith(("https://", "http://")):
+                raise ValueError(f"KnownModel {self.key!r}: only http(s) URLs are allowed, got {u!r}")
+        if self.sha256 is not None:
+            if not _SHA256_RE.match(self.sha256):
+                raise ValueError(f"KnownModel {self.key!r}: sha256 must be 64 lower-case hex digits")
+        if self.sha256_prefix is not None:
+            if not _HEX_RE.match(self.sha256_prefix) or len(self.sha256_prefix) > 64:
+                raise ValueError(f"KnownModel {self.key!r}: sha256_prefix must be lower-case hex")
+            if self.sha256 is not None and not self.sha256.startswith(self.sha256_prefix):
+                raise ValueError(f"KnownModel {self.key!r}: sha256 and sha256_prefix disagree")
+        if self.size is not None and self.size < 0:
+            raise ValueError(f"KnownModel {self.key!r}: negative size")
+
+    # -- convenience -----------------------------------------------------
+    @property
+    def downloadable(self) -> bool:
+        """True when we can fetch the file ourselves (it has a direct URL)."""
+        return bool(self.urls)
+
+    @property
+    def managed_by_open_clip(self) -> bool:
+        return self.open_clip_model is not None
+
+    @property
+    def label(self) -> str:
+        """Name shown in a loader's list when the file is not present."""
+        if self.managed_by_open_clip:
+            return f"open_clip {self.open_clip_model}/{self.open_clip_pretrained}"
+        return self.filename
+
+    def manual_text(self, folder: str | os.PathLike | None = None) -> str:
+        """Human instructions for fetching the file by hand into ``folder``."""
+        folder_s = str(folder) if folder is not None else _folder_hint()
+        if self.manual_instructions:
+            return self.manual_instructions.format(folder=folder_s, filename=self.filename)
+        if self.urls:
+            alt = "".join(f" (or {u})" for u in self.urls[1:])
+            return (
+                f"Download it by hand from {self.urls[0]}{alt} and put it in {folder_s} "
+                f"as {self.filename}."
+            )
+        return f"Put {self.filename} in {folder_s}."
+
+
+def _folder_hint() -> str:
+    return (
+        f"ComfyUI/models/{COMFY_MODELS_SUBDIR} (inside ComfyUI) or {default_cache_dir()} "
+        f"(outside ComfyUI)"
+    )
+
+
+_TABLE: tuple[KnownModel, ...] = (
+    KnownModel(
+        key="imagenet",
+        kind="unet",
+        filename="256x256_diffusion_uncond.pt",
+        urls=("https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",),
+        size=2_211_383_297,
+        sha256="a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1",
+        description="ImageNet 256x256 unconditional ADM (guided-diffusion), the default ZeCon model.",
+        source_note=(
+            "OpenAI guided-diffusion release (https://github.com/openai/guided-diffusion, MIT "
+            "license); trained on ImageNet."
+        ),
+    ),
+    KnownModel(
+        key="ffhq",
+        kind="unet",
+        filename="ffhq_10m.pt",
+        urls=("https://huggingface.co/deepinv/diffunet/resolve/main/diffusion_ffhq_10m.pt",),
+        size=374_417_833,
+        sha256="81d535743156ec6be34d8668e6920da94f0614074d7793a16c8fa9e306237faa",
+        aliases=("diffusion_ffhq_10m.pt",),
+        description="FFHQ 256x256 ADM from ILVR (ffhq_10m.pt), for faces.",
+        source_note=(
+            "Checkpoint of ILVR (https://github.com/jychoi118/ilvr_adm), fetched from the Hugging "
+            "Face mirror deepinv/diffunet (file diffusion_ffhq_10m.pt, stored here as "
+            "ffhq_10m.pt); trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0): check the terms before use."
+        ),
+    ),
+    KnownModel(
+        key="ffhq_baseline",
+        kind="unet",
+        filename="ffhq_baseline.pt",
+        description="FFHQ 256x256 ADM baseline of P2-weighting (the original ZeCon face model).",
+        source_note=(
+            "P2-weighting (https://github.com/jychoi118/P2-weighting); shared through Google Drive "
+            "only; trained on FFHQ (NVIDIA, CC BY-NC-SA 4.0)."
+        ),
+        manual_instructions=(
+            "ffhq_baseline.pt has no direct download link, so it cannot be fetched automatically. "
+            "Open https://github.com/jychoi118/P2-weighting (section 'Pre-trained models', link "
+            "'FFHQ baseline', a Google Drive file: "
+            "https://drive.google.com/file/d/17SR1lih6BxBxJhr8s1iOjhw540H3Pc_m/view), download "
+            "ffhq_baseline.pt by hand and put it in {folder} as {filename}. "
+            "Alternatively use the 'ffhq' model (ffhq_10m.pt), which is downloaded automatically."
+        ),
+    ),
+    KnownModel(
+        key="vgg19",
+        kind="vgg",
+        filename="vgg19-dcbb9e9d.pth",
+        urls=("https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",),
+        size=574_673_361,
+        # torchvision convention: the 8 hex digits in the name are the start of the SHA256.
+        # Only that prefix is enforced (the full digest is not vouched for here).
+        sha256_prefix="dcbb9e9d",
+        description="VGG19 ImageNet weights (torchvision) for ZeCon's style/content losses.",
+        source_note="torchvision model zoo (https://github.com/pytorch/vision, BSD-3-Clause code; ImageNet-trained weights).",
+    ),
+    KnownModel(
+        key="clip_vit_b16_openai",
+        kind="clip",
+        filename="open_clip_pytorch_model.bin",
+        open_clip_model="ViT-B-16",
+        open_clip_pretrained="openai",
+        hf_repo_id="timm/vit_base_patch16_clip_224.openai",
+        description=(
+            "OpenAI CLIP ViT-B/16. Downloaded by open_clip itself "
+            "(open_clip.create_model_and_transforms('ViT-B-16', pretrained='openai')) into the "
+            "Hugging Face cache; a local weights file can be given instead."
+        ),
+        source_note="OpenAI CLIP (https://github.com/openai/CLIP, MIT license) via open_clip / Hugging Face timm.",
+        manual_instructions=(
+            "CLIP ViT-B-16 'openai' is downloaded by open_clip from the Hugging Face repository "
+            "timm/vit_base_patch16_clip_224.openai (file open_clip_pytorch_model.bin). Without "
+            "network, download that file by hand from "
+            "https://huggingface.co/timm/vit_base_patch16_clip_224.openai and put it in {folder}, "
+            "then select it as a local file."
+        ),
+    ),
+)
+
+#: key -> entry (read-only).
+KNOWN_MODELS: Mapping[str, KnownModel] = MappingProxyType({m.key: m for m in _TABLE})
+
+
+def get_known(key_or_filename: str | os.PathLike | None) -> KnownModel | None:
+    """Entry for a registry key, a file name (or a path ending in one), an alias, or a
+    loader label made by :func:`display_name_not_downloaded`. ``None`` if unknown."""
+    if key_or_filename is None:
+        return None
+    name = os.fspath(key_or_filename)
+    if name in KNOWN_MODELS:
+        return KNOWN_MODELS[name]
+    parsed = parse_display_name(name)
+    if parsed is not None:
+        return parsed
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    for m in _TABLE:
+        if base == m.filename or base in m.aliases:
+            return m
+    return None
+
+
+def known_for_kind(kind: str) -> list[KnownModel]:
+    """All entries of one kind ("unet", "clip" or "vgg"), in table order."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return [m for m in _TABLE if m.kind == kind]
+
+
+def display_name_not_downloaded(entry: KnownModel) -> str:
+    """Loader label for a known model not present locally, e.g.
+    ``"256x256_diffusion_uncond.pt (download on first use)"``."""
+    if entry.downloadable or entry.managed_by_open_clip:
+        return entry.label + DOWNLOAD_SUFFIX
+    return entry.label + MANUAL_SUFFIX
+
+
+def parse_display_name(name: str) -> KnownModel | None:
+    """Inverse of :func:`display_name_not_downloaded`; ``None`` for any other string
+    (e.g. a plain local file name)."""
+    for suffix in (DOWNLOAD_SUFFIX, MANUAL_SUFFIX):
+        if name.endswith(suffix):
+            label = name[: -len(suffix)]
+            for m in _TABLE:
+                if m.label == label and display_name_not_downloaded(m) == name:
+                    return m
+    return None
+
+
+def default_cache_dir() -> Path:
+    """Model folder used outside ComfyUI (not created here)."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "zecon" / "models"
+    return Path.home() / ".cache" / "zecon" / "models"
