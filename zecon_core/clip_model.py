@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,7 +41,6 @@ class ClipModel:
     image_size: int = 224
     mean: tuple = OPENAI_MEAN
     std: tuple = OPENAI_STD
-    extras: dict = field(default_factory=dict)
 
     @property
     def context_length(self) -> int:

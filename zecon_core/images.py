@@ -28,6 +28,32 @@ def pil_to_tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1)[None].mul(2).sub(1).contiguous()
 
 
+def from_bhwc(images: torch.Tensor) -> torch.Tensor:
+    """Channels-last [B, H, W, C] images in [0, 1] (ComfyUI's IMAGE) -> [B, 3, H, W] in [-1, 1].
+
+    1 channel is grey, 2 channels grey + alpha, 4 channels RGBA; alpha is dropped.
+    """
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(f"expected images [B, H, W, C], got shape {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("the image batch is empty")
+    c = images.shape[-1]
+    if c in (1, 2):
+        images = images[..., :1].expand(*images.shape[:-1], 3)
+    elif c == 4:
+        images = images[..., :3]
+    elif c != 3:
+        raise ValueError(f"images must have 1, 2, 3 or 4 channels, got {c}")
+    return images.permute(0, 3, 1, 2).float().mul(2).sub(1).contiguous()
+
+
+def to_bhwc(x: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> channels-last [B, H, W, 3] in [0, 1] (clamped), float32 on the CPU."""
+    return x.detach().float().add(1).div(2).clamp(0, 1).permute(0, 2, 3, 1).cpu().contiguous()
+
+
 def tensor_to_pil(x: torch.Tensor) -> list[Image.Image]:
     """[B, 3, H, W] in [-1, 1] -> 8-bit RGB images (values clamped)."""
     arr = x.detach().float().add(1).div(2).clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()

@@ -18,9 +18,10 @@ from .vgg import VGGFeatures
 
 TINY_FILES = {"unet": "tiny_adm.safetensors", "clip": "tiny_clip.safetensors", "vgg": "tiny_vgg.safetensors"}
 
-# The ImageNet/FFHQ layout (6 levels, ZeCon blocks 0..11 exist) at the smallest widths GroupNorm allows.
+# The ImageNet/FFHQ layout (6 levels, ZeCon blocks 0..11 exist) at the smallest widths GroupNorm allows;
+# attention layers are 64 wide, so the default num_head_channels=64 fits.
 TINY_UNET = ADMConfig(model_channels=32, num_res_blocks=1, channel_mult=(1, 1, 1, 2, 2, 2),
-                      attention_ds=(8, 16), num_head_channels=32)
+                      attention_ds=(8, 16), num_head_channels=64)
 
 
 def _randomize(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ code, none of which change the math:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,6 @@ class ADMConfig:
     num_classes: int | None = None
     use_new_attention_order: bool = False
     dropout: float = 0.0
-    extras: dict = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def learn_sigma(self) -> bool:

@@ -62,3 +62,30 @@ def load_vgg(path: str | os.PathLike) -> VGGFeatures:
     except RuntimeError as e:
         raise CheckpointError(f"{os.path.basename(path)}: VGG layer shapes do not match VGG19: {e}") from e
     return model.eval().requires_grad_(False)
+
+
+LAYERS_FILE = "vgg19_zecon_layers.safetensors"
+
+
+def ensure_vgg(folder: str | os.PathLike, progress=None) -> VGGFeatures:
+    """The VGG layers from ``folder``, fetching torchvision's VGG19 there on first use.
+
+    After the first load the three layers are kept as ``vgg19_zecon_layers.safetensors``
+    (150 KB), so later runs do not read the 548 MB file again.
+    """
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    from .download import ensure_known_model
+
+    folder = Path(folder)
+    small = folder / LAYERS_FILE
+    if small.is_file():
+        return load_vgg(small)
+    model = load_vgg(ensure_known_model("vgg19", folder, progress=progress))
+    tmp = small.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+              metadata={"format": "pt", "source": "vgg19-dcbb9e9d.pth features.0/2/5"})
+    os.replace(tmp, small)
+    return model
