@@ -25,7 +25,7 @@ from zecon_core.sampler import ddim_invert, sample, step
 from zecon_core.schedule import Schedule
 from zecon_core.vgg import load_vgg
 
-from .golden import METRICS, Golden, RecordedDraws, mismatch, view_params
+from golden import METRICS, Golden, RecordedDraws, mismatch, view_params
 
 G = Golden()
 torch.set_grad_enabled(True)
