@@ -119,6 +119,6 @@ def test_tiny_stylize_end_to_end_is_fast_finite_and_shaped():
     t = time.perf_counter()
     out = stylize(x0, "a sketch with crayon", "Photo", model=model, clip=clip, vgg_model=vgg, seed=0,
                   callback=lambda k, n, x, p: steps.append((k, n)), **FAST)
-    assert time.perf_counter() - t < 30
+    assert time.perf_counter() - t < 120  # seconds when the machine is idle; generous for shared CI cores
     assert out.shape == x0.shape and torch.isfinite(out).all()
     assert steps == [(k, 5) for k in range(1, 6)]

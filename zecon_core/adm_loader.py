@@ -144,3 +144,18 @@ def build_unet(sd: dict, config: ADMConfig | None = None, **detect_kwargs) -> UN
     except RuntimeError as e:
         raise CheckpointError(f"the weights do not fit the detected ADM config {config}: {e}") from e
     return model.requires_grad_(False).eval()
+
+
+# Configs of the released 256x256 models (ImageNet uncond, FFHQ of ILVR / P2-weighting).
+_TRAINED_AT_256 = (
+    dict(model_channels=256, num_res_blocks=2, channel_mult=(1, 1, 2, 2, 4, 4), attention_ds=(8, 16, 32)),
+    dict(model_channels=128, num_res_blocks=1, channel_mult=(1, 1, 2, 2, 4, 4), attention_ds=(16,)),
+)
+
+
+def native_size(config: ADMConfig) -> int | None:
+    """Training resolution of a released model with this config (256), or None when unknown."""
+    for known in _TRAINED_AT_256:
+        if all(getattr(config, k) == v for k, v in known.items()):
+            return 256
+    return None

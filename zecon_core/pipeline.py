@@ -6,6 +6,7 @@ CLI and the Python API use. Images are [B, 3, H, W] float32 in [-1, 1].
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -13,9 +14,11 @@ from typing import Sequence
 import torch
 
 from . import diffusion as D
+from .adm_loader import native_size
 from .clip_model import ClipModel
 from .draws import Draws
 from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+from .memory import check_fits, run_guarded
 from .model import DiffusionModel
 from .sampler import SAMPLERS, Callback, ddim_invert, sample
 from .schedule import Schedule
@@ -70,14 +73,33 @@ def encode_style(clip: ClipModel, target: str | Sequence[str], source: str | Seq
     return StylePrompt(targets, sources, clip.encode_text(list(targets)), clip.encode_text(list(sources)), clip.name)
 
 
+def check_source(model: DiffusionModel, images: torch.Tensor) -> None:
+    """Raise ``ValueError`` for a batch the model cannot take: shape, values, size."""
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[1] != 3:
+        raise ValueError(f"expected a non-empty batch of RGB images [B, 3, H, W], got shape {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError("the source image contains NaN or infinite values")
+    h, w = images.shape[-2:]
+    model.check_image_size(h, w)
+    native = native_size(model.config)
+    if native and min(h, w) < native // 2:
+        raise ValueError(
+            f"{model.name} was trained on {native}x{native} images; at {w}x{h} it cannot give a meaningful "
+            f"result. Use at least {native // 2} px (the original resizes to {native}x{native})."
+        )
+
+
 def invert(model: DiffusionModel, images: torch.Tensor, *, respacing: str = "50", skip: int = 25,
            callback: Callback | None = None) -> Inversion:
     """DDIM-invert [-1, 1] images over the first N - skip respaced steps, on the model's device."""
     s = Schedule.create(respacing)
     s.check_skip(skip)
-    model.check_image_size(*images.shape[-2:])
+    check_source(model, images)
+    b, _, h, w = images.shape
+    check_fits(model, h, w, b)
     x0 = images.to(model.device, torch.float32)
-    latent = ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback)
+    latent = run_guarded(lambda: ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback),
+                         "DDIM inversion", h, w, b)
     return Inversion(latent, x0, s, skip, model.name)
 
 
@@ -96,8 +118,13 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     if start not in START_MODES:
         raise ValueError(f"start must be one of {START_MODES}, got {start!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    if inversion.model_name != model.name:
+        warnings.warn(f"the latent was inverted with {inversion.model_name} but is sampled with {model.name}",
+                      stacklevel=2)
     dev = model.device
-    batch = len(inversion)
+    batch, _, h, w = inversion.latent.shape
     if draws is None:
         seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else list(seed)
         if len(seeds) != batch:
@@ -111,10 +138,14 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
     else:
         x = latent
     zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg_model, draws, batch)
-    out, _ = sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta,
-                    guidance=zecon_guidance, draws=draws, callback=callback,
-                    exact_guidance_index=exact_guidance_index)
-    return out
+    if zecon_guidance is not None:
+        check_fits(model, h, w, batch, guidance, clip)
+
+    def run():
+        return sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta, guidance=zecon_guidance,
+                      draws=draws, callback=callback, exact_guidance_index=exact_guidance_index)[0]
+
+    return run_guarded(run, "guided sampling", h, w, batch)
 
 
 def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch):
@@ -137,8 +168,9 @@ def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, b
         tgt, src = style.target_embeds.to(dev), style.source_embeds.to(dev)
     inputs = GuidanceInputs(x0, tgt, src)
     clip_dtype = model.autocast_dtype() if cfg.uses_clip else None
-    return ZeconGuidance(cfg, s, inputs, draws, features=model.features, clip=clip,
-                         vgg=vgg if cfg.vgg > 0 else None, clip_autocast=clip_dtype)
+    clip = clip.to(dev) if cfg.uses_clip else None
+    vgg = vgg.to(dev) if cfg.vgg > 0 and vgg is not None else None
+    return ZeconGuidance(cfg, s, inputs, draws, features=model.features, clip=clip, vgg=vgg, clip_autocast=clip_dtype)
 
 
 def _denoiser(model: DiffusionModel, s: Schedule):
@@ -159,6 +191,9 @@ def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prom
     (e.g. ``zecon=1000``). Returns [B, 3, H, W] in [-1, 1] on the CPU.
     """
     cfg = (guidance or GuidanceConfig()).replace(**guidance_settings)
+    check_source(model, image)
+    if cfg.active:
+        check_fits(model, image.shape[-2], image.shape[-1], image.shape[0], cfg, clip)
     style = encode_style(clip, target_prompt, source_prompt) if cfg.uses_clip else None
     inv = invert(model, image, respacing=respacing, skip=skip, callback=inversion_callback)
     out = sample_guided(model, inv, style, clip, cfg, vgg_model=vgg_model, sampler=sampler, eta=eta, seed=seed,
