@@ -93,8 +93,12 @@ def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
 
 
 def resolve_in_folder(folder: str | os.PathLike, name: str) -> Path:
-    """``folder/name`` if it stays inside ``folder`` after resolving ``..`` and symlinks."""
-    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in Path(name).parts:
+    """``folder/name`` if it stays inside ``folder`` after resolving ``..`` and symlinks.
+
+    Backslashes count as separators, so Windows-style names are checked the same way.
+    """
+    parts = Path(name.replace("\\", "/")).parts if name else ()
+    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts:
         raise CheckpointError(f"refused model name {name!r}: use a file name inside {folder}")
     root = Path(folder).resolve()
     target = (root / name).resolve()
