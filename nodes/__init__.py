@@ -1,0 +1,41 @@
+"""ZeCon for ComfyUI: the node pack (ComfyUI V3 schema).
+
+The nodes are thin: every computation goes through ``zecon_core``. See
+``types.py`` for what travels between them.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import folders
+from .sample import install_sample_image
+
+folders.register()
+install_sample_image()
+
+from .guidance import ZeconGuidance  # noqa: E402  (after the folder is registered)
+from .inversion import ZeconInversion  # noqa: E402
+from .loaders import ZeconClipLoader, ZeconDiffusionLoader  # noqa: E402
+from .sampler import ZeconSampler  # noqa: E402
+from .style import ZeconStylePrompt  # noqa: E402
+from .style_transfer import ZeconStyleTransfer  # noqa: E402
+
+NODES: list[type[io.ComfyNode]] = [
+    ZeconDiffusionLoader,
+    ZeconClipLoader,
+    ZeconStylePrompt,
+    ZeconInversion,
+    ZeconGuidance,
+    ZeconSampler,
+    ZeconStyleTransfer,
+]
+
+
+class ZeconExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return NODES
+
+
+async def comfy_entrypoint() -> ZeconExtension:
+    return ZeconExtension()

@@ -1,0 +1,87 @@
+"""ZeCon Guided Sampler: the reverse process from an inversion, steered by the ZeCon losses."""
+
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..zecon_core.images import to_bhwc
+from ..zecon_core.pipeline import START_MODES, sample_guided
+from ..zecon_core.sampler import SAMPLERS
+from . import validation as V
+from .device import on_device
+from .progress import NodeProgress
+from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconLatent, ZeconModel, ZeconStyle
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+def seed_input():
+    return io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                        tooltip="Random seed of the sampler noise, the crops and the augmentations; image b of a "
+                                "batch uses seed + b. Same seed, same settings: same image.")
+
+
+def sampler_input():
+    return io.Combo.Input("sampler", options=list(SAMPLERS), default="ddpm",
+                          tooltip="Reverse process: ddpm (the original; guidance shifts the mean of each ancestral "
+                                  "step) or ddim (guidance shifts the predicted noise; deterministic when eta = 0).")
+
+
+def seeds_for(seed: int, batch: int) -> list[int]:
+    return [(int(seed) + b) % (SEED_MAX + 1) for b in range(batch)]
+
+
+def run_sampler(model, latent, style, clip, bundle, *, sampler, eta, seed, start, callback):
+    """sample_guided on ComfyUI's device; returns ComfyUI IMAGE [B, H, W, 3] in [0, 1] on the CPU."""
+    cfg = bundle.config
+    if cfg.zecon > 0:
+        V.check_layers_fit(model, cfg.zecon_layers)
+    b, _, h, w = latent.latent.shape
+    clip = clip if cfg.uses_clip else None
+    with on_device(model, clip, bundle.vgg, height=h, width=w, batch=b, guidance=cfg, clip=clip):
+        out = sample_guided(model, latent, style, clip, cfg, vgg_model=bundle.vgg, sampler=sampler, eta=eta,
+                            seed=seeds_for(seed, len(latent)), start=start, callback=callback)
+        return to_bhwc(out)
+
+
+class ZeconSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ZeconSampler",
+            display_name="ZeCon Guided Sampler",
+            category=CATEGORY,
+            description="Runs the reverse diffusion from the inverted latent; every step is steered by the "
+                        "guidance losses towards the style prompt while keeping the source's content. Shows a "
+                        "preview of the predicted image at every step.",
+            inputs=[
+                ZeconModel.Input("model", tooltip="Diffusion model (the one the latent was inverted with)."),
+                ZeconLatent.Input("latent", tooltip="Inverted source from ZeCon DDIM Inversion."),
+                ZeconStyle.Input("style", tooltip="Encoded prompts from ZeCon Style Prompt."),
+                ZeconClip.Input("clip", tooltip="The CLIP model that encoded the style (scores the output)."),
+                ZeconGuidanceType.Input("guidance", tooltip="Loss weights and settings from ZeCon Guidance."),
+                sampler_input(),
+                io.Float.Input("eta", default=0.0, min=0.0, max=1.0, step=0.01, round=0.001,
+                               tooltip="DDIM only: noise added per step (0 = deterministic DDIM, 1 = DDPM-like)."),
+                seed_input(),
+                io.Combo.Input("start", options=list(START_MODES), default="renoise",
+                               tooltip="ddpm only: renoise = start from the source re-noised with the inverted "
+                                       "latent as noise (the original); latent = start from the inverted latent "
+                                       "itself. ddim always starts from the latent."),
+            ],
+            outputs=[io.Image.Output("image", display_name="image",
+                                     tooltip="The stylised image(s), at the size chosen at inversion.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, sampler, start) -> bool | str:
+        return V.result(V.combo("sampler", sampler, SAMPLERS), V.combo("start", start, START_MODES))
+
+    @classmethod
+    def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start) -> io.NodeOutput:
+        steps = latent.start + 1
+        progress = NodeProgress(steps, cls.hidden.unique_id)
+        image = run_sampler(model, latent, style, clip, guidance, sampler=sampler, eta=eta, seed=seed,
+                            start=start, callback=progress.phase(steps))
+        return io.NodeOutput(image)

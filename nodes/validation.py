@@ -1,0 +1,102 @@
+"""Checks shared by ``validate_inputs`` of several nodes.
+
+ComfyUI 0.3.75 does not check V3 combo values, and an input named in
+``validate_inputs`` loses the built-in min/max check, so the nodes only name
+the inputs they must check together here. Each helper returns ``None`` or an
+error text that starts with the input's name. Linked inputs arrive as ``None``
+during validation and are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..zecon_core.schedule import Schedule
+
+
+def combo(name: str, value, options) -> str | None:
+    if value is None or value in options:
+        return None
+    shown = ", ".join(repr(o) for o in list(options)[:20])
+    return f"{name}: {value!r} is not one of {shown}"
+
+
+def number(name: str, value, lo=None, hi=None, integer: bool = False) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{name}: expected a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"{name}: must be a finite number, got {value!r}"
+    if integer and int(value) != value:
+        return f"{name}: must be an integer, got {value!r}"
+    if lo is not None and value < lo:
+        return f"{name}: must be >= {lo}, got {value!r}"
+    if hi is not None and value > hi:
+        return f"{name}: must be <= {hi}, got {value!r}"
+    return None
+
+
+def schedule(respacing) -> tuple[Schedule | None, str | None]:
+    if respacing is None:
+        return None, None
+    try:
+        return Schedule.create(str(respacing)), None
+    except ValueError as e:
+        return None, f"respacing: {e}"
+
+
+def skip(respacing, value) -> str | None:
+    """``skip`` must be 0 .. steps-1 for the respacing (the reverse process needs one step at least)."""
+    err = number("skip", value, lo=0, integer=True)
+    if err or value is None:
+        return err
+    s, bad = schedule(respacing)
+    if bad or s is None:
+        return bad
+    if value >= s.num_steps:
+        return (f"skip: must be below the number of steps ({s.num_steps} for respacing {respacing!r}), "
+                f"got {value}")
+    return None
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"0,2,5,8,11"`` -> (0, 2, 5, 8, 11); raises ``ValueError`` naming the bad part."""
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        raise ValueError("zecon_layers: give UNet input block indices like '0,2,5,8,11'")
+    layers = []
+    for p in parts:
+        try:
+            v = int(p)
+        except ValueError:
+            raise ValueError(f"zecon_layers: {p!r} is not a block index (use integers like '0,2,5,8,11')") from None
+        if v < 0:
+            raise ValueError(f"zecon_layers: block indices must be >= 0, got {v}")
+        layers.append(v)
+    return tuple(layers)
+
+
+def layers(text) -> str | None:
+    if text is None:
+        return None
+    try:
+        parse_layers(text)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def result(*errors: str | None) -> bool | str:
+    """``True`` or the errors joined, for ``validate_inputs``."""
+    bad = [e for e in errors if e]
+    return "; ".join(bad) if bad else True
+
+
+def check_layers_fit(model, layer_indices) -> None:
+    """Raise ``ValueError`` when a ZeCon layer is not an input block of this UNet."""
+    n = len(model.unet.input_blocks)
+    bad = [i for i in layer_indices if i >= n]
+    if bad:
+        raise ValueError(f"zecon_layers: block {bad[0]} does not exist; {model.name} has {n} input blocks "
+                         f"(0..{n - 1})")

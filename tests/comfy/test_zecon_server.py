@@ -1,0 +1,382 @@
+"""The ZeCon node pack inside a REAL ComfyUI 0.3.75 server (CPU, loopback, no downloads).
+
+Tiny random-weight models (real architectures, real loaders) are written into a
+temporary models/zecon; every shipped API-format workflow (tests/workflows_api)
+runs through POST /prompt with the model names swapped to the tiny files and
+small sizes/steps (zecon_testing.tiny), and the saved images are checked.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zecon_testing as zt
+from harness import PromptFailed, PromptRejected
+
+pytestmark = pytest.mark.comfy
+
+KNOWN_UNET_LABELS = ("256x256_diffusion_uncond.pt (download on first use)", "ffhq_10m.pt (download on first use)")
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server_factory, tmp_path_factory):
+    return zt.start_server(comfy_server_factory, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client
+
+
+def _image(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _source(server, size=zt.TINY_RUN["size"]) -> np.ndarray:
+    """The input as the inversion sees it under the 'resize' policy (LANCZOS, as zecon_core)."""
+    with Image.open(server.input_dir / zt.SAMPLE_NAME) as im:
+        return np.asarray(im.convert("RGB").resize((size, size), Image.LANCZOS), dtype=np.float32) / 255.0
+
+
+def _saved(client, entry, node_id) -> np.ndarray:
+    paths = client.output_paths(entry, node_id)
+    assert len(paths) == 1, entry.get("outputs")
+    return _image(paths[0])
+
+
+def _executed(events, prompt_id) -> set[str]:
+    return {e["node"] for e in events.of_type("executing") if e.get("prompt_id") == prompt_id and e.get("node")}
+
+
+def _cached(events, prompt_id) -> set[str]:
+    return {n for e in events.of_type("execution_cached") if e.get("prompt_id") == prompt_id for n in e["nodes"]}
+
+
+def _run_listening(client, prompt, timeout=300):
+    with client.listen() as events:
+        prompt_id = client.queue_prompt(prompt)
+        entry = client.wait_for(prompt_id, timeout=timeout)
+        deadline = time.monotonic() + 5
+        while not any(e.get("prompt_id") == prompt_id and e.get("node") is None
+                      for e in events.of_type("executing")) and time.monotonic() < deadline:
+            time.sleep(0.05)  # the final "executing: None" marks the end of the run
+    return prompt_id, entry, events
+
+
+# ------------------------------------------------------------------ registration
+def test_nodes_registered_with_tooltips_everywhere(client):
+    info = client.object_info()
+    for node_id in zt.NODE_IDS:
+        d = info[node_id]
+        assert d["category"] == "ZeCon", node_id
+        assert d["display_name"].startswith("ZeCon "), node_id
+        assert d["python_module"] == f"custom_nodes.{zt.PACK_NAME}"
+        assert d["description"]
+        for group in ("required", "optional"):
+            for name, spec in d["input"].get(group, {}).items():
+                assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert len(d["output_tooltips"]) == len(d["output"]) and all(d["output_tooltips"]), node_id
+    assert info["ZeconSampler"]["output"] == ["IMAGE"]
+    assert info["ZeconInversion"]["output"] == ["ZECON_LATENT", "IMAGE"]
+    assert info["ZeconGuidance"]["output"] == ["ZECON_GUIDANCE"]
+    # every GuidanceConfig field is an input, with the original README's defaults
+    from zecon_core.guidance import GuidanceConfig
+    import dataclasses
+    g = {**info["ZeconGuidance"]["input"]["required"], **info["ZeconGuidance"]["input"].get("optional", {})}
+    for f in dataclasses.fields(GuidanceConfig):
+        default = g[f.name][1]["default"]
+        expected = getattr(GuidanceConfig(), f.name)
+        if f.name == "zecon_layers":
+            expected = ",".join(map(str, expected))
+        assert default == expected, f.name
+    seed = info["ZeconSampler"]["input"]["required"]["seed"][1]
+    assert seed["control_after_generate"] is True
+
+
+def test_model_folder_lists_local_files_and_known_models(client, server):
+    options = client.object_info("ZeconDiffusionLoader")["input"]["required"]["model_name"][1]["options"]
+    for name in (zt.TINY_UNET, zt.TINY_CLIP, zt.TINY_VGG, *KNOWN_UNET_LABELS):
+        assert name in options
+    # nothing was downloaded at import
+    models = zt._ENV["models"]
+    assert not list(models.glob("*.pt")) and not list(models.glob("*.part"))
+    clip_opts = client.object_info("ZeconClipLoader")["input"]["required"]["local_file"][1]["options"]
+    assert clip_opts[0] == "none" and zt.TINY_CLIP in clip_opts
+    assert "zecon:" not in server.log_text().lower() or "error" not in server.log_text().lower()
+
+
+def test_templates_endpoint_lists_shipped_workflows(client):
+    names = client.get_json("/workflow_templates")[zt.PACK_NAME]
+    shipped = sorted(p.stem for p in zt.WORKFLOWS_DIR.glob("*.json"))
+    assert sorted(names) == shipped
+    assert set(zt.api_names()) <= set(names)
+    for name in names:
+        status, body, _ = client.request("GET", f"/api/workflow_templates/{zt.PACK_NAME}/{name}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", name   # the thumbnail is a JPEG
+
+
+# ------------------------------------------------------------------ shipped workflows
+@pytest.mark.parametrize("name", zt.api_names())
+def test_shipped_workflow_runs_to_saved_images(client, server, name):
+    prompt = zt.tiny(zt.load_api(name))
+    entry = client.run(prompt, timeout=300)
+    source = _source(server)
+    images = []
+    for node_id in zt.nodes_of(prompt, "SaveImage"):
+        img = _saved(client, entry, node_id)
+        assert img.shape == (64, 64, 3)
+        assert np.isfinite(img).all() and img.std() > 0.01
+        assert np.abs(img - source).mean() > 0.02, "output equals the input"
+        images.append(img)
+    assert images
+    if len(images) == 2:  # the modular graph: two styles from one inversion
+        assert np.abs(images[0] - images[1]).mean() > 1e-3
+
+
+def test_same_seed_same_image_other_seed_other_image(client):
+    prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
+    [save] = zt.nodes_of(prompt, "SaveImage")
+    [node] = zt.nodes_of(prompt, "ZeconStyleTransfer")
+    prompt[save]["inputs"]["filename_prefix"] = "zecon_test/seed_a"
+    first = _saved(client, client.run(prompt, timeout=300), save)
+    client.free()  # drop ComfyUI's output cache: everything really runs again
+    prompt[save]["inputs"]["filename_prefix"] = "zecon_test/seed_b"
+    prompt_id, entry, events = _run_listening(client, prompt)
+    assert node in _executed(events, prompt_id)
+    assert np.array_equal(first, _saved(client, entry, save))
+    prompt[node]["inputs"]["seed"] = 1
+    prompt[save]["inputs"]["filename_prefix"] = "zecon_test/seed_c"
+    other = _saved(client, client.run(prompt, timeout=300), save)
+    assert not np.array_equal(first, other)
+
+
+def test_progress_and_previews_arrive_during_sampling(client):
+    prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
+    [node] = zt.nodes_of(prompt, "ZeconStyleTransfer")
+    prompt[node]["inputs"]["seed"] = 7
+    prompt_id, entry, events = _run_listening(client, prompt)
+    steps = int(zt.TINY_RUN["respacing"]) - zt.TINY_RUN["skip"]
+    progress = [p for p in events.of_type("progress") if p["node"] == node and p["prompt_id"] == prompt_id]
+    assert [p["value"] for p in progress] == list(range(1, 2 * steps + 1))      # inversion + sampling
+    assert all(p["max"] == 2 * steps for p in progress)
+    previews = [(mime, data, meta) for mime, data, meta in events.previews if meta.get("node_id") == node]
+    assert len(previews) >= 2 * steps
+    mime, data, meta = previews[-1]
+    assert mime == "image/jpeg" and data[:2] == b"\xff\xd8"
+
+
+# ------------------------------------------------------------------ caching
+def test_prompt_or_weight_changes_do_not_rerun_the_inversion(client):
+    base = zt.tiny(zt.load_api("zecon_modular_imagenet"))
+    [inversion] = zt.nodes_of(base, "ZeconInversion")
+    [guidance] = zt.nodes_of(base, "ZeconGuidance")
+    style_a, style_b = zt.nodes_of(base, "ZeconStylePrompt")
+    sampler_a, sampler_b = zt.nodes_of(base, "ZeconSampler")
+    assert base[sampler_a]["inputs"]["style"][0] == style_a
+    client.run(base, timeout=300)
+
+    changed = zt.tiny(zt.load_api("zecon_modular_imagenet"))
+    changed[style_a]["inputs"]["target_prompt"] = "an oil painting"
+    prompt_id, _, events = _run_listening(client, changed)
+    ran = _executed(events, prompt_id)
+    assert inversion in _cached(events, prompt_id) and inversion not in ran
+    assert {style_a, sampler_a} <= ran and sampler_b not in ran and style_b not in ran
+    # the sampler's progress shows only the sampling steps
+    progress = [p for p in events.of_type("progress") if p["node"] == sampler_a]
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == zt.TINY_RUN["skip"]
+
+    changed[guidance]["inputs"]["zecon"] = 250.0
+    prompt_id, _, events = _run_listening(client, changed)
+    ran = _executed(events, prompt_id)
+    assert inversion in _cached(events, prompt_id) and inversion not in ran
+    assert {guidance, sampler_a, sampler_b} <= ran and style_a not in ran
+
+
+# ------------------------------------------------------------------ interrupt
+def test_interrupt_mid_sampling_then_next_prompt_runs(client):
+    prompt = zt.tiny(zt.load_api("zecon_modular_imagenet"), respacing="16", skip=0)
+    guidance = _node(prompt, "ZeconGuidance")
+    for k in ("clip_global_patch", "clip_dir_patch", "zecon", "mse", "vgg", "range"):
+        prompt[guidance]["inputs"][k] = 1.0   # random tiny weights diverge over 16 steps at full strength
+    samplers = set(zt.nodes_of(prompt, "ZeconSampler"))
+    with client.listen() as events:
+        prompt_id = client.queue_prompt(prompt)
+        deadline = time.monotonic() + 240
+
+        def sampling():
+            return [p for p in events.of_type("progress") if p["node"] in samplers and p["value"] >= 2]
+
+        while not sampling():
+            assert time.monotonic() < deadline, "the sampler never reported progress"
+            assert client.history(prompt_id) is None, client.history(prompt_id)["status"]
+            time.sleep(0.05)
+        running = sampling()[0]["node"]
+        client.interrupt(prompt_id)
+        with pytest.raises(PromptFailed) as ei:
+            client.wait_for(prompt_id, timeout=120)
+    interrupted = ei.value.message("execution_interrupted")
+    assert interrupted is not None and interrupted["node_id"] == running
+    assert ei.value.message("execution_error") is None
+    done = [p["value"] for p in events.of_type("progress") if p["node"] == running]
+    assert max(done) < 16
+    # the server is usable afterwards
+    nxt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
+    [node] = zt.nodes_of(nxt, "ZeconStyleTransfer")
+    nxt[node]["inputs"]["seed"] = 11
+    entry = client.run(nxt, timeout=300)
+    assert client.output_paths(entry)
+
+
+# ------------------------------------------------------------------ invalid inputs
+def _modular():
+    return zt.tiny(zt.load_api("zecon_modular_imagenet"))
+
+
+def _node(prompt, class_type, index=0):
+    return zt.nodes_of(prompt, class_type)[index]
+
+
+INVALID = [
+    # (class_type, changes, input named, error type)
+    ("ZeconGuidance", {"zecon": -1.0}, "zecon", "value_smaller_than_min"),
+    ("ZeconGuidance", {"clip_dir_patch": 1e12}, "clip_dir_patch", "value_bigger_than_max"),
+    ("ZeconGuidance", {"aug_prob": 1.5}, "aug_prob", "value_bigger_than_max"),
+    ("ZeconGuidance", {"n_patch": 0}, "n_patch", "value_smaller_than_min"),
+    ("ZeconGuidance", {"patch_min": 0.5, "patch_max": 0.2}, "patch_max", "custom_validation_failed"),
+    ("ZeconGuidance", {"zecon_layers": "0,two"}, "zecon_layers", "custom_validation_failed"),
+    ("ZeconGuidance", {"vgg_file": "missing_vgg.pth"}, "vgg_file", "custom_validation_failed"),
+    ("ZeconGuidance", {"mse": "lots"}, "mse", "invalid_input_type"),
+    ("ZeconInversion", {"skip": 6}, "skip", "custom_validation_failed"),
+    ("ZeconInversion", {"respacing": "fifty"}, "respacing", "custom_validation_failed"),
+    ("ZeconInversion", {"size_policy": "stretch"}, "size_policy", "custom_validation_failed"),
+    ("ZeconInversion", {"size": 16}, "size", "value_smaller_than_min"),
+    ("ZeconSampler", {"sampler": "euler"}, "sampler", "custom_validation_failed"),
+    ("ZeconSampler", {"start": "noise"}, "start", "custom_validation_failed"),
+    ("ZeconSampler", {"eta": -0.5}, "eta", "value_smaller_than_min"),
+    ("ZeconSampler", {"seed": -1}, "seed", "value_smaller_than_min"),
+    ("ZeconDiffusionLoader", {"model_name": "missing_model.safetensors"}, "model_name", "custom_validation_failed"),
+    ("ZeconDiffusionLoader", {"model_name": "ffhq_baseline.pt (not found: place it by hand)"}, "model_name",
+     "custom_validation_failed"),
+    ("ZeconDiffusionLoader", {"precision": "fp8"}, "precision", "custom_validation_failed"),
+    ("ZeconClipLoader", {"local_file": "missing_clip.safetensors"}, "local_file", "custom_validation_failed"),
+]
+
+
+@pytest.mark.parametrize("class_type, changes, input_name, err_type", INVALID,
+                         ids=[f"{c}-{'-'.join(ch)}" for c, ch, _, _ in INVALID])
+def test_invalid_input_is_http_400_naming_the_input(client, class_type, changes, input_name, err_type):
+    prompt = _modular()
+    # ComfyUI queues a prompt while any output stays valid: break every node of the class
+    # (the modular graph has two samplers)
+    for nid in zt.nodes_of(prompt, class_type):
+        prompt[nid]["inputs"].update(changes)
+    node = _node(prompt, class_type)
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    rej = ei.value
+    assert rej.status == 400 and rej.error["type"] == "prompt_outputs_failed_validation"
+    assert node in rej.node_errors, rej.node_errors
+    errors = rej.node_errors[node]["errors"]
+    mine = [e for e in errors if e["extra_info"].get("input_name") == input_name]
+    assert mine and mine[0]["type"] == err_type, errors
+    if err_type == "custom_validation_failed":  # the text itself names the input and the problem
+        assert f"{input_name}:" in mine[0]["details"] or f"/{input_name}:" in mine[0]["details"], mine[0]
+
+
+def test_missing_model_message_says_where_to_put_it(client, server):
+    prompt = _modular()
+    node = _node(prompt, "ZeconDiffusionLoader")
+    prompt[node]["inputs"]["model_name"] = "missing_model.safetensors"
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    details = ei.value.node_errors[node]["errors"][0]["details"]
+    assert "missing_model.safetensors" in details and str(zt._ENV["models"]) in details
+    prompt[node]["inputs"]["model_name"] = "ffhq_baseline.pt (not found: place it by hand)"
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    assert "github.com/jychoi118/P2-weighting" in ei.value.node_errors[node]["errors"][0]["details"]
+
+
+@pytest.mark.parametrize("target, source_output", [
+    ("latent", ("ZeconStylePrompt", 0)),    # ZECON_STYLE into ZECON_LATENT
+    ("model", ("ZeconClipLoader", 0)),      # ZECON_CLIP into ZECON_MODEL
+    ("guidance", ("ZeconInversion", 1)),    # IMAGE into ZECON_GUIDANCE
+])
+def test_wrong_link_type_is_http_400(client, target, source_output):
+    prompt = _modular()
+    for sampler in zt.nodes_of(prompt, "ZeconSampler"):
+        prompt[sampler]["inputs"][target] = [_node(prompt, source_output[0]), source_output[1]]
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    errors = ei.value.node_errors[sampler]["errors"]
+    assert any(e["type"] == "return_type_mismatch" and e["extra_info"]["input_name"] == target for e in errors)
+
+
+def test_missing_link_is_http_400(client):
+    prompt = _modular()
+    for sampler in zt.nodes_of(prompt, "ZeconSampler"):
+        del prompt[sampler]["inputs"]["style"]
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    assert "style" in ei.value.error_inputs()
+
+
+# ------------------------------------------------------------------ clear execution errors
+def _execution_error(client, prompt) -> dict:
+    with pytest.raises(PromptFailed) as ei:
+        client.run(prompt, timeout=300)
+    err = ei.value.message("execution_error")
+    assert err is not None, ei.value.messages
+    return err
+
+
+def test_nan_weight_is_a_clear_error(client):
+    prompt = _modular()
+    g = _node(prompt, "ZeconGuidance")
+    prompt[g]["inputs"]["zecon"] = math.nan  # JSON NaN passes ComfyUI's min/max check
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == g and "zecon" in err["exception_message"] and "finite" in err["exception_message"]
+
+
+def test_style_batch_mismatch_is_a_clear_error(client):
+    prompt = _modular()
+    style = _node(prompt, "ZeconStylePrompt")
+    prompt[style]["inputs"].update(target_prompt="an oil painting\na pencil sketch", per_line=True)
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == _node(prompt, "ZeconSampler")
+    assert "2 style prompts for a batch of 1" in err["exception_message"]
+
+
+def test_style_from_another_clip_is_a_clear_error(client):
+    prompt = _modular()
+    loader = _node(prompt, "ZeconClipLoader")
+    prompt["90"] = {"class_type": "ZeconClipLoader",
+                    "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP_B}}
+    sampler = _node(prompt, "ZeconSampler")
+    assert prompt[sampler]["inputs"]["clip"] == [loader, 0]
+    prompt[sampler]["inputs"]["clip"] = ["90", 0]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == sampler
+    assert "encoded with CLIP" in err["exception_message"] and zt.TINY_CLIP_B in err["exception_message"]
+
+
+def test_size_the_unet_cannot_take_is_a_clear_error(client):
+    prompt = _modular()
+    inv = _node(prompt, "ZeconInversion")
+    prompt[inv]["inputs"].update(size_policy="resize", size=80)
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == inv
+    assert "80x80" in err["exception_message"] and "multiples of 32" in err["exception_message"]
+
+
+def test_zecon_layer_outside_the_unet_is_a_clear_error(client):
+    prompt = _modular()
+    g = _node(prompt, "ZeconGuidance")
+    prompt[g]["inputs"]["zecon_layers"] = "0,2,40"
+    err = _execution_error(client, prompt)
+    assert "zecon_layers" in err["exception_message"] and "40" in err["exception_message"]

@@ -1,0 +1,242 @@
+"""The shipped workflows, built in the REAL ComfyUI frontend and saved with its own Export.
+
+    ~/.cache/zecon/venv/bin/python tests/comfy/zecon_workflows.py
+
+starts ComfyUI with the pack (tiny models: the model combos still offer the
+known models as "(download on first use)"), builds every graph below with
+LiteGraph.createNode in headless Chromium, and writes
+  workflows/<name>.json         UI format (graphToPrompt().workflow = Export)
+  workflows/<name>.jpg          thumbnail: a screenshot of the graph
+  workflows/index.json          a valid workflow (one note) whose extra.zecon_workflows
+                                lists name, title, description and models of each
+  tests/workflows_api/<name>.json   API format (graphToPrompt().output)
+  docs/images/modular_graph.png     screenshot of the modular graph
+The tests load the same files back (test_zecon_frontend.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+for p in (HERE, HERE.parents[1]):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import zecon_testing as zt  # noqa: E402
+
+IMAGENET = "256x256_diffusion_uncond.pt (download on first use)"
+FFHQ = "ffhq_10m.pt (download on first use)"
+SAMPLE = zt.SAMPLE_NAME
+THUMB_WIDTH = 768
+
+NOTE_COMMON = (
+    "**First run** downloads the diffusion model into `models/zecon` (and open_clip fetches CLIP ViT-B-16, "
+    "VGG19's three layers are extracted once). Replace `sample.png` in **Load Image** with your picture.\n\n"
+)
+
+WORKFLOWS = {
+    "zecon_style_transfer_imagenet": {
+        "title": "ZeCon text style transfer (ImageNet model, all-in-one)",
+        "description": "Restyles a photo after a text prompt with the all-in-one ZeCon Style Transfer node and "
+                       "the ImageNet 256x256 unconditional diffusion model; the original paper's settings "
+                       "(50 steps, skip 25, 256x256).",
+        "models": ["256x256_diffusion_uncond.pt", "CLIP ViT-B-16 (openai)", "VGG19 (torchvision)"],
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
+            {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+            {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
+             "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+            {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
+             "widgets": {"target_prompt": "a sketch with crayon", "source_prompt": "Photo", "respacing": "50",
+                         "skip": 25, "size_policy": "resize", "size": 256, "seed": 0, "sampler": "ddpm"}},
+            {"id": 5, "type": "SaveImage", "pos": [860, 40], "widgets": {"filename_prefix": "zecon/style_transfer"}},
+            {"id": 6, "type": "MarkdownNote", "pos": [860, 420], "title": "About this workflow",
+             "widgets": {"text": NOTE_COMMON + "**ZeCon Style Transfer** does everything in one node. Change "
+                                               "`target_prompt` for another style; raise `zecon`/`mse` to keep "
+                                               "more of the photo. The modular workflow re-uses one inversion "
+                                               "for many prompts."}},
+        ],
+        "links": [(1, 0, 4, "image"), (2, 0, 4, "model"), (3, 0, 4, "clip"), (4, 0, 5, "images")],
+        "columns": [[1, 2, 3], [4], [5, 6]],
+        "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 4: [400, 620], 5: [360, 320], 6: [360, 240]},
+    },
+    "zecon_modular_imagenet": {
+        "title": "ZeCon modular graph: one inversion, two styles (ImageNet model)",
+        "description": "The pipeline as separate nodes: the photo is DDIM-inverted once, then two Style Prompts "
+                       "are sampled with the same guidance. Changing a prompt or a weight re-runs only the "
+                       "sampler that depends on it.",
+        "models": ["256x256_diffusion_uncond.pt", "CLIP ViT-B-16 (openai)", "VGG19 (torchvision)"],
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
+            {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+            {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
+             "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+            {"id": 4, "type": "ZeconInversion", "pos": [420, 40],
+             "widgets": {"respacing": "50", "skip": 25, "size_policy": "resize", "size": 256}},
+            {"id": 5, "type": "ZeconGuidance", "pos": [420, 300], "widgets": {}},
+            {"id": 6, "type": "ZeconStylePrompt", "pos": [800, 40], "title": "Style A",
+             "widgets": {"target_prompt": "a sketch with crayon", "source_prompt": "Photo"}},
+            {"id": 7, "type": "ZeconStylePrompt", "pos": [800, 330], "title": "Style B",
+             "widgets": {"target_prompt": "a watercolor painting", "source_prompt": "Photo"}},
+            {"id": 8, "type": "ZeconSampler", "pos": [1180, 40], "title": "Guided Sampler A",
+             "widgets": {"sampler": "ddpm", "eta": 0.0, "seed": 0, "start": "renoise"}},
+            {"id": 9, "type": "ZeconSampler", "pos": [1180, 400], "title": "Guided Sampler B",
+             "widgets": {"sampler": "ddpm", "eta": 0.0, "seed": 0, "start": "renoise"}},
+            {"id": 10, "type": "SaveImage", "pos": [1540, 40], "widgets": {"filename_prefix": "zecon/style_a"}},
+            {"id": 11, "type": "SaveImage", "pos": [1540, 400], "widgets": {"filename_prefix": "zecon/style_b"}},
+            {"id": 12, "type": "MarkdownNote", "pos": [800, 640], "title": "About this workflow",
+             "widgets": {"text": NOTE_COMMON + "The **DDIM Inversion** runs once; both samplers start from its "
+                                               "latent. Edit a style prompt or a **Guidance** weight and queue "
+                                               "again: the inversion stays cached."}},
+        ],
+        "links": [
+            (1, 0, 4, "image"), (2, 0, 4, "model"),
+            (3, 0, 6, "clip"), (3, 0, 7, "clip"),
+            (2, 0, 8, "model"), (4, 0, 8, "latent"), (6, 0, 8, "style"), (3, 0, 8, "clip"), (5, 0, 8, "guidance"),
+            (2, 0, 9, "model"), (4, 0, 9, "latent"), (7, 0, 9, "style"), (3, 0, 9, "clip"), (5, 0, 9, "guidance"),
+            (8, 0, 10, "images"), (9, 0, 11, "images"),
+        ],
+        "columns": [[1, 2, 3], [4, 5], [6, 7, 12], [8, 9], [10, 11]],
+        "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 6: [340, 200], 7: [340, 200], 10: [300, 290],
+                  11: [300, 290], 12: [340, 200]},
+    },
+    "zecon_faces_ffhq": {
+        "title": "ZeCon faces (FFHQ model)",
+        "description": "Style transfer for face portraits with the FFHQ 256x256 diffusion model (ILVR's "
+                       "ffhq_10m.pt). Works best on aligned, centred faces.",
+        "models": ["ffhq_10m.pt", "CLIP ViT-B-16 (openai)", "VGG19 (torchvision)"],
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
+            {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
+             "widgets": {"model_name": FFHQ, "precision": "auto"}},
+            {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
+             "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+            {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
+             "widgets": {"target_prompt": "a 3D cartoon character in the style of Pixar", "source_prompt": "Photo",
+                         "respacing": "50", "skip": 25, "size_policy": "resize", "size": 256, "seed": 0,
+                         "sampler": "ddpm"}},
+            {"id": 5, "type": "SaveImage", "pos": [860, 40], "widgets": {"filename_prefix": "zecon/faces"}},
+            {"id": 6, "type": "MarkdownNote", "pos": [860, 420], "title": "About this workflow",
+             "widgets": {"text": NOTE_COMMON + "The FFHQ model was trained on aligned 256x256 faces: crop your "
+                                               "portrait to the face first. FFHQ is CC BY-NC-SA 4.0 (check the "
+                                               "terms before commercial use)."}},
+        ],
+        "links": [(1, 0, 4, "image"), (2, 0, 4, "model"), (3, 0, 4, "clip"), (4, 0, 5, "images")],
+        "columns": [[1, 2, 3], [4], [5, 6]],
+        "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 4: [400, 620], 5: [360, 320], 6: [360, 240]},
+    },
+}
+
+INDEX_TEXT = "# ZeCon for ComfyUI workflows\n\n" + "\n".join(
+    f"* **{w['title']}** (`{name}`): {w['description']}" for name, w in WORKFLOWS.items())
+
+
+LAYOUT_JS = """
+([columns, sizes]) => {
+  const TITLE = LiteGraph.NODE_TITLE_HEIGHT || 30, GAP_X = 60, GAP_Y = 40;
+  for (const [id, size] of Object.entries(sizes)) {
+    const node = app.graph.getNodeById(Number(id)), min = node.computeSize();
+    node.setSize([Math.max(size[0], min[0]), Math.max(size[1], min[1])]);
+  }
+  let x = 0;
+  for (const column of columns) {
+    let y = TITLE, width = 0;
+    for (const id of column) {
+      const node = app.graph.getNodeById(id);
+      node.pos = [x, y];
+      y += node.size[1] + TITLE + GAP_Y;
+      width = Math.max(width, node.size[0]);
+    }
+    x += width + GAP_X;
+  }
+  app.graph.setDirtyCanvas(true, true);
+}
+"""
+
+
+def build(fe, name: str) -> None:
+    """Create the nodes and links with the frontend's own LiteGraph, then lay them out in columns."""
+    spec = WORKFLOWS[name]
+    fe.build_graph(spec["nodes"], spec["links"])
+    fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
+    fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
+
+
+def build_index(fe) -> None:
+    fe.build_graph([{"id": 1, "type": "MarkdownNote", "pos": [40, 40], "title": "ZeCon workflows",
+                     "widgets": {"text": INDEX_TEXT}}])
+    fe.evaluate("""(entries) => { const n = app.graph.getNodeById(1); n.size = [720, 360];
+                   app.graph.extra = app.graph.extra || {}; app.graph.extra.zecon_workflows = entries; }""",
+                index_entries())
+
+
+def index_entries() -> list[dict]:
+    return [{"name": name, "title": w["title"], "description": w["description"], "models": w["models"],
+             "thumbnail": f"{name}.jpg"} for name, w in WORKFLOWS.items()]
+
+
+def save_thumbnail(png: Path, jpg: Path, width: int = THUMB_WIDTH) -> Path:
+    with Image.open(png) as im:
+        im = im.convert("RGB")
+        if im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=85, optimize=True)
+    jpg.write_bytes(buf.getvalue())
+    return jpg
+
+
+def write_all(fe, out_workflows: Path = zt.WORKFLOWS_DIR, out_api: Path = zt.API_DIR,
+              docs_image: Path | None = zt.REPO / "docs" / "images" / "modular_graph.png",
+              shots: Path = zt.ARTIFACTS / "workflow_builder") -> list[Path]:
+    out_workflows.mkdir(parents=True, exist_ok=True)
+    out_api.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in WORKFLOWS:
+        build(fe, name)
+        fe.export_workflow(out_workflows / f"{name}.json")
+        api = fe.api_prompt()
+        (out_api / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+        png = fe.screenshot(shots / f"{name}.png")
+        save_thumbnail(png, out_workflows / f"{name}.jpg")
+        written += [out_workflows / f"{name}.json", out_workflows / f"{name}.jpg", out_api / f"{name}.json"]
+        if name == "zecon_modular_imagenet" and docs_image is not None:
+            docs_image.parent.mkdir(parents=True, exist_ok=True)
+            docs_image.write_bytes(png.read_bytes())
+            written.append(docs_image)
+    build_index(fe)
+    fe.export_workflow(out_workflows / "index.json")
+    png = fe.screenshot(shots / "index.png")
+    save_thumbnail(png, out_workflows / "index.jpg")
+    written += [out_workflows / "index.json", out_workflows / "index.jpg"]
+    return written
+
+
+def main() -> int:
+    import tempfile
+
+    import browser
+    import harness
+
+    with tempfile.TemporaryDirectory(prefix="zecon_wf_") as tmp:
+        tmp = Path(tmp)
+        models = zt.write_models(tmp / "models")
+        server = harness.ComfyServer(tmp / "comfy", custom_node_packs={zt.PACK_NAME: zt.PACK_DIR},
+                                     model_folders={"zecon": models}, env=zt.SERVER_ENV)
+        with server:
+            zt.ensure_sample(server)
+            with browser.ComfyFrontend(server) as fe:
+                for path in write_all(fe):
+                    print(path.relative_to(zt.REPO))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
