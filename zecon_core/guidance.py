@@ -145,40 +145,82 @@ class ZeconGuidance:
             raise ValueError("the ZeCon loss is on but no UNet feature extractor was given")
 
     def __call__(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor):
-        terms = self.terms(x, i, pred_x0)
-        grad = -torch.autograd.grad(sum(terms.values()), x)[0]
-        self.last_losses = {k: float(v.detach()) for k, v in terms.items()}
+        """-∇_x L and the weighted loss values.
+
+        The backward pass is staged (the chain rule, in pieces): every group of loss terms
+        (the CLIP terms, ZeCon, MSE, VGG) is differentiated down to the blended image x̂ as
+        soon as it is computed, which frees its graph; the summed ∂L/∂x̂ then goes through
+        the blend and the UNet once, together with the range term. Same gradient as one
+        backward of the summed loss (up to the order of float additions at x̂); the peak
+        memory holds the UNet graph and one loss graph, not all of them at once.
+        """
+        x_in = output_blend(self.s, i, pred_x0, x)
+        leaf = x_in.detach().requires_grad_()
+        on = self._on(i)
+        g_in, losses = None, {}
+        for group in self._groups(leaf, i, on):
+            (g,) = self._grad(sum(group.values()), leaf)
+            g_in = g if g_in is None else g_in + g
+            losses.update({k: v.detach() for k, v in group.items()})
+            del group, g
+        outputs, grads = [], []
+        if g_in is not None:
+            outputs.append(x_in)
+            grads.append(g_in)
+        if on["range"]:
+            r = self.cfg.weights["range"] * L.range_loss(pred_x0).sum()
+            losses["range"] = r.detach()
+            outputs.append(r)
+            grads.append(torch.ones_like(r))
+        if not outputs:
+            self.last_losses = {}
+            return torch.zeros_like(x), self.last_losses
+        grad = -self._grad(outputs, x, grads)[0]
+        self.last_losses = {k: float(v) for k, v in losses.items()}
         return grad, self.last_losses
+
+    @staticmethod
+    def _grad(outputs, inputs, grad_outputs=None):
+        return torch.autograd.grad(outputs, inputs, grad_outputs)
+
+    def _on(self, i: int, only: str | None = None) -> dict[str, bool]:
+        cfg = self.cfg
+        on = {k: v > 0 and (only is None or k == only) for k, v in cfg.weights.items()}
+        on["mse"] &= i < cfg.mse_max_t
+        on["vgg"] &= i < cfg.vgg_max_t
+        return on
 
     def terms(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor, only: str | None = None) -> dict[str, torch.Tensor]:
         """Weighted loss terms (each summed over the batch) at respaced index ``i``."""
-        cfg, w = self.cfg, self.cfg.weights
-        on = {k: v > 0 and (only is None or k == only) for k, v in w.items()}
-        on["mse"] &= i < cfg.mse_max_t
-        on["vgg"] &= i < cfg.vgg_max_t
-        x_in = output_blend(self.s, i, pred_x0, x)
+        on = self._on(i, only)
+        out = {}
+        for group in self._groups(output_blend(self.s, i, pred_x0, x), i, on):
+            out.update(group)
+        if on["range"]:
+            out["range"] = self.cfg.weights["range"] * L.range_loss(pred_x0).sum()
+        return out
+
+    def _groups(self, x_in: torch.Tensor, i: int, on: dict[str, bool]):
+        """The loss terms of the blended output ``x_in`` (all but range), one dict per group, in draw order."""
+        w = self.cfg.weights
         x0 = self.inputs.source
-        batch = x.shape[0]
+        batch = x_in.shape[0]
 
         def source_for(loss):
             return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
 
-        out = {}
         if any(on[k] for k in CLIP_LOSSES):
-            out.update(self._clip_terms(x_in, i, on, source_for, batch))
+            yield self._clip_terms(x_in, i, on, source_for, batch)
         if on["zecon"]:
             y_in = source_for("zecon")
-            out["zecon"] = w["zecon"] * self._zecon(x_in, y_in, i).sum()
+            yield {"zecon": w["zecon"] * self._zecon(x_in, y_in, i).sum()}
         if on["mse"]:
-            out["mse"] = w["mse"] * L.mse(x_in, source_for("mse")).sum()
+            yield {"mse": w["mse"] * L.mse(x_in, source_for("mse")).sum()}
         if on["vgg"]:
             y_in = source_for("vgg")
             with torch.no_grad():
                 fy = self.vgg(y_in)
-            out["vgg"] = w["vgg"] * L.vgg_perceptual(self.vgg(x_in), fy).sum()
-        if on["range"]:
-            out["range"] = w["range"] * L.range_loss(pred_x0).sum()
-        return out
+            yield {"vgg": w["vgg"] * L.vgg_perceptual(self.vgg(x_in), fy).sum()}
 
     def _views(self, i, key, image, crop):
         cfg, batch = self.cfg, image.shape[0]
@@ -274,7 +316,7 @@ class ZeconGuidance:
                 if term is None:
                     continue
                 if not torch.isfinite(term):
-                    bad.append(f"{loss} (value {float(term)})")
+                    bad.append(f"{loss} (value {float(term.detach())})")
                     continue
                 g = torch.autograd.grad(term, xx)[0]
                 if not torch.isfinite(g).all():

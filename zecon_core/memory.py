@@ -30,11 +30,11 @@ def _saved_bytes(module: torch.nn.Module, *args) -> int:
     def pack(t):
         nonlocal total
         total += t.numel() * t.element_size()
-        return t
+        # keep nothing: returning the tensor would tie it to its own graph, a cycle gc cannot free
 
     params = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
     params.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.enable_grad():
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), torch.enable_grad():
         functional_call(module, params, args)
     return total
 
