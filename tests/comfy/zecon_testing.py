@@ -36,7 +36,10 @@ NODE_IDS = ("ZeconDiffusionLoader", "ZeconClipLoader", "ZeconStylePrompt", "Zeco
 
 # One CPU thread per torch op: on a shared 2-core machine two spinning OpenMP
 # threads per process made a tiny run 8x slower.
-SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+# ZECON_DOWNLOAD_URL_OVERRIDE: every model download goes to a closed loopback port, so a
+# test can never fetch from the internet and the "download on first use" path fails fast.
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "ZECON_DOWNLOAD_URL_OVERRIDE": "http://127.0.0.1:9/zecon-models"}
 
 # Small settings for CPU runs of the shipped workflows (the UNet needs sides >= 64).
 TINY_RUN = {"respacing": "6", "skip": 3, "size": 64, "n_patch": 2, "zecon_patches": 16}

@@ -1,0 +1,94 @@
+"""The shipped UI workflows in the REAL ComfyUI frontend (headless Chromium via Playwright).
+
+Each workflows/*.json is loaded with app.loadGraphData: no node type may be
+missing and no widget value invalid (with the tiny model files present; the
+known models are offered as "(download on first use)" labels). The frontend's
+own app.graphToPrompt() must equal the API-format copy in tests/workflows_api
+and must run on the server (with the tiny model files swapped in). A
+screenshot of each graph is saved under test-artifacts/frontend/.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import zecon_testing as zt
+import zecon_workflows as zw
+
+pytestmark = [pytest.mark.comfy, pytest.mark.browser]
+
+UI_WORKFLOWS = sorted(p.stem for p in zt.WORKFLOWS_DIR.glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server_factory, tmp_path_factory):
+    return zt.start_server(comfy_server_factory, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def frontend(comfy_frontend_factory, server):
+    return comfy_frontend_factory(server)
+
+
+def _strip_meta(prompt: dict) -> dict:
+    return {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in prompt.items()}
+
+
+def test_tutorial_setting_written_and_nodes_registered(server, frontend):
+    assert server.client.get_json("/settings").get("Comfy.TutorialCompleted") is True
+    registered = set(frontend.registered_node_types())
+    assert set(zt.NODE_IDS) <= registered
+
+
+def test_every_shipped_workflow_has_a_thumbnail_and_an_index_entry():
+    assert set(zw.WORKFLOWS) <= set(UI_WORKFLOWS)
+    for name in UI_WORKFLOWS:
+        thumb = zt.WORKFLOWS_DIR / f"{name}.jpg"
+        assert thumb.is_file() and thumb.read_bytes()[:3] == b"\xff\xd8\xff", name
+    index = json.loads((zt.WORKFLOWS_DIR / "index.json").read_text())
+    entries = {e["name"]: e for e in index["extra"]["zecon_workflows"]}
+    assert set(entries) == set(zw.WORKFLOWS) == set(zt.api_names())
+    for e in entries.values():
+        assert e["title"] and e["description"] and e["models"]
+    # only UI-format workflows in workflows/ (the template browser lists every json there)
+    for name in UI_WORKFLOWS:
+        wf = json.loads((zt.WORKFLOWS_DIR / f"{name}.json").read_text())
+        assert isinstance(wf.get("nodes"), list) and "links" in wf and "class_type" not in json.dumps(wf)[:200]
+
+
+@pytest.mark.parametrize("name", UI_WORKFLOWS)
+def test_ui_workflow_loads_clean_and_runs(server, frontend, name):
+    path = zt.WORKFLOWS_DIR / f"{name}.json"
+    report = frontend.load_workflow(path)
+    assert report.missing_node_types == [] and report.missing_dialog_calls == []
+    assert report.invalid_widgets == [], report.invalid_widgets
+    saved = json.loads(path.read_text())
+    assert report.node_count == len(saved["nodes"])
+    frontend.screenshot(zt.ARTIFACTS / "frontend" / f"{name}.png")
+
+    api = frontend.api_prompt()
+    if name == "index":
+        assert api == {}  # a note only
+        return
+    # the frontend's prompt is the API-format copy shipped for headless runs
+    assert _strip_meta(api) == _strip_meta(zt.load_api(name))
+    prompt = zt.tiny(api)
+    for node in prompt.values():  # another seed than the server tests: the samplers really run here
+        if "seed" in node["inputs"]:
+            node["inputs"]["seed"] = 1234
+    entry = server.client.run(prompt, timeout=300)
+    saves = zt.nodes_of(prompt, "SaveImage")
+    assert saves and all(server.client.output_paths(entry, s) for s in saves)
+
+
+def test_templates_open_from_the_template_endpoint(server, frontend):
+    """What the template browser does: fetch /api/workflow_templates/<pack>/<name>.json and load it."""
+    names = server.client.get_json("/workflow_templates")[zt.PACK_NAME]
+    for name in zw.WORKFLOWS:
+        assert name in names
+        wf = frontend.evaluate(
+            "async ([pack, name]) => (await fetch(`/api/workflow_templates/${pack}/${name}.json`)).json()",
+            [zt.PACK_NAME, name])
+        report = frontend.load_workflow(wf)
+        assert report.ok, (name, report)
