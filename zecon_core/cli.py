@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "FFHQ only faces. Default: %(default)s")
     g.add_argument("--clip-model", default="ViT-B-16/openai", metavar="NAME/TAG|PATH",
                    help="CLIP: an open_clip name/pretrained tag (fetched by open_clip into the Hugging Face "
-                        "cache) or an OpenAI-format weight file. Default: %(default)s")
+                        "cache; open_clip_pytorch_model.bin placed by hand in the models folder is used "
+                        "instead) or an OpenAI-format weight file. Default: %(default)s")
     g.add_argument("--vgg-model", default=None, metavar="PATH",
                    help="VGG19 weights (torchvision file); default: vgg19-dcbb9e9d.pth in the models folder, "
                         "downloaded on first use (skipped when --vgg 0)")
@@ -408,6 +409,10 @@ def load_clip_spec(spec: str, folder: Path, device):
             raise CliError(EXIT_MODEL, f"CLIP weight file not found: {spec}. {_folder_hint(folder)}")
         return load_clip(path=path, device=device)
     name, _, tag = spec.partition("/")
+    from .registry import KNOWN_MODELS
+    entry = KNOWN_MODELS["clip_vit_b16_openai"]
+    if (name, tag) == (entry.open_clip_model, entry.open_clip_pretrained) and (folder / entry.filename).is_file():
+        return load_clip(path=folder / entry.filename, device=device)  # placed by hand (offline machines)
     if not name or not tag:
         raise CliError(EXIT_USAGE, f"--clip-model {spec!r}: use NAME/TAG (e.g. ViT-B-16/openai) or a weight file")
     return load_clip(name, tag, device=device)

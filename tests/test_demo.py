@@ -1,0 +1,120 @@
+"""``make demo`` (scripts/demo.py): workflow patching, the offline message, and the
+whole ``--tiny`` path through a real ComfyUI server (what ``make demo TINY=1`` runs)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+API_DIR = ROOT / "tests" / "workflows_api"
+_spec = importlib.util.spec_from_file_location("zecon_demo", ROOT / "scripts" / "demo.py")
+demo = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(demo)
+
+API_FILES = sorted(API_DIR.glob("*.json"))
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.update({"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}, **extra)
+    return env
+
+
+def test_default_workflow_is_shipped():
+    assert demo.DEFAULT_WORKFLOW.is_file(), "the all-in-one ImageNet API workflow is missing"
+    assert demo.DEFAULT_IMAGE == ROOT / "assets" / "sample.png" and demo.DEFAULT_IMAGE.is_file()
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=[p.stem for p in API_FILES])
+def test_patch_workflow_tiny(path):
+    original = json.loads(path.read_text())
+    p = demo.patch_workflow(original, image_name="in.png", tiny=True, prompt_text="a mosaic", seed=7)
+    assert p is not original and json.loads(path.read_text()) == original      # input untouched
+    kinds = {n["class_type"]: n["inputs"] for n in p.values()}
+    assert kinds["LoadImage"]["image"] == "in.png"
+    assert kinds["ZeconDiffusionLoader"]["model_name"] == demo.TINY_UNET
+    assert kinds["ZeconClipLoader"]["local_file"] == demo.TINY_CLIP
+    for n in p.values():
+        ct, inputs = n["class_type"], n["inputs"]
+        if ct in ("ZeconInversion", "ZeconStyleTransfer"):
+            assert (inputs["respacing"], inputs["skip"], inputs["size"]) == ("6", 3, 64)
+        if ct in ("ZeconSampler", "ZeconStyleTransfer"):
+            assert inputs["seed"] == 7
+    prompts = [n["inputs"]["target_prompt"] for n in p.values()
+               if n["class_type"] in ("ZeconStyleTransfer", "ZeconStylePrompt")]
+    assert prompts[0] == "a mosaic"
+
+
+def test_patch_workflow_real_uses_present_files_and_hand_placed_clip():
+    original = json.loads(demo.DEFAULT_WORKFLOW.read_text())
+    p = demo.patch_workflow(original, image_name="x.png", tiny=False, present_files=set())
+    loader = next(n for n in p.values() if n["class_type"] == "ZeconDiffusionLoader")["inputs"]
+    assert loader["model_name"].endswith("(download on first use)")            # not there yet: the label
+    present = {"256x256_diffusion_uncond.pt", "open_clip_pytorch_model.bin"}
+    p = demo.patch_workflow(original, image_name="x.png", tiny=False, present_files=present, respacing="ddim10",
+                            skip=4)
+    kinds = {n["class_type"]: n["inputs"] for n in p.values()}
+    assert kinds["ZeconDiffusionLoader"]["model_name"] == "256x256_diffusion_uncond.pt"
+    assert kinds["ZeconClipLoader"]["local_file"] == "open_clip_pytorch_model.bin"
+    assert (kinds["ZeconStyleTransfer"]["respacing"], kinds["ZeconStyleTransfer"]["skip"]) == ("ddim10", 4)
+    assert kinds["ZeconStyleTransfer"]["size"] == 256                             # untouched
+
+
+def test_models_needed():
+    prompt = json.loads(demo.DEFAULT_WORKFLOW.read_text())
+    need = demo.models_needed(prompt)
+    assert [e.key for e in need["unet"]] == ["imagenet"]
+    assert need["clip"] == [("ViT-B-16", "openai")] and need["vgg"] is True
+    assert demo.models_needed(prompt, {"open_clip_pytorch_model.bin"})["clip"] == []
+
+
+def test_offline_demo_says_which_url_failed_and_suggests_tiny(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = subprocess.run([sys.executable, ROOT / "scripts" / "demo.py", "--models-dir", tmp_path / "models",
+                        "--workdir", tmp_path / "run", "--out", tmp_path / "out"],
+                       capture_output=True, text=True, timeout=600,
+                       env=_env(ZECON_DOWNLOAD_URL_OVERRIDE=f"http://127.0.0.1:{port}/models"))
+    assert r.returncode == 4, r.stderr
+    assert f"http://127.0.0.1:{port}/models/256x256_diffusion_uncond.pt: connection refused" in r.stderr
+    assert "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt" in r.stderr
+    assert f"Put the files by hand in {tmp_path / 'models'}" in r.stderr
+    assert "make demo TINY=1" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.comfy
+def test_make_demo_tiny_end_to_end(tmp_path):
+    """scripts/demo.py --tiny: tiny models, real ComfyUI, the shipped all-in-one workflow, a labelled result."""
+    import harness
+
+    if not harness.comfyui_available():
+        msg = f"ComfyUI not found at {harness.default_comfyui_dir()}; run scripts/setup_env.sh"
+        if os.environ.get("ZECON_REQUIRE_COMFY") or os.environ.get("CI"):
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, ROOT / "scripts" / "demo.py", "--tiny", "--models-dir", tmp_path / "models",
+                        "--workdir", tmp_path / "run", "--out", out],
+                       capture_output=True, text=True, timeout=900, env=_env())
+    assert r.returncode == 0, r.stderr[-4000:]
+    result = out / "zecon_style_transfer_imagenet_tiny_NOISE.png"
+    assert r.stdout.strip() == str(result.resolve())
+    assert "NOISE" in r.stderr and f"result: {result.resolve()}" in r.stderr
+    im = Image.open(result)
+    assert im.size == (64, 64)
+    assert "NOISE" in im.text["zecon_note"]
+    assert im.convert("RGB").getpixel((1, 1)) == (200, 0, 0)        # the visible label
+    assert not (tmp_path / "run" / "base" / "custom_nodes" / demo.PACK_NAME).exists() or \
+        (tmp_path / "run" / "base" / "custom_nodes" / demo.PACK_NAME).resolve() == ROOT
