@@ -1,0 +1,38 @@
+# ZeCon for ComfyUI: quick start = two commands on a fresh machine.
+#
+#   make demo          local ComfyUI + this pack, default models downloaded and verified,
+#                      the bundled sample restyled by the shipped workflow; prints where it is
+#   make demo TINY=1   the same path offline with tiny random-weight models (the result is noise)
+#   make test          the full test suite (exactly what .ci/run calls)
+#
+# Both build (or reuse) the environment with scripts/setup_env.sh: a venv with
+# torch 2.14.1 + ComfyUI 0.3.75's requirements, the ComfyUI tree, chromium (tests).
+# Locations: $(ZECON_CACHE) (override ZECON_CACHE / ZECON_VENV / ZECON_COMFYUI_DIR).
+
+SHELL := /bin/bash
+ZECON_CACHE ?= $(HOME)/.cache/zecon
+export ZECON_CACHE
+ENV_FILE := $(ZECON_CACHE)/env.sh
+TINY ?=
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+TINY_FLAG := $(if $(filter 1 yes true on,$(TINY)),--tiny,)
+
+.PHONY: help demo test setup sample-image
+
+help:
+	@sed -n '2,12p' Makefile
+
+setup:
+	bash scripts/setup_env.sh
+
+demo:
+	ZECON_SKIP_CHROMIUM=1 bash scripts/setup_env.sh
+	source "$(ENV_FILE)" && "$$ZECON_VENV/bin/python" scripts/demo.py $(TINY_FLAG) $(DEMO_ARGS)
+
+test:
+	bash scripts/setup_env.sh
+	source "$(ENV_FILE)" && ZECON_REQUIRE_COMFY=1 "$$ZECON_VENV/bin/python" -m pytest $(PYTEST_ARGS)
+
+sample-image:
+	source "$(ENV_FILE)" && "$$ZECON_VENV/bin/python" scripts/make_sample_image.py
