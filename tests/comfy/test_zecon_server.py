@@ -109,6 +109,12 @@ def test_model_folder_lists_local_files_and_known_models(client, server):
     assert clip_opts[0] == "none" and zt.TINY_CLIP in clip_opts
 
 
+@pytest.mark.skipif(not zt.SAMPLE_ASSET.is_file(), reason="assets/sample.png not in the repo")
+def test_pack_put_the_sample_image_into_the_input_folder(server):
+    # at import, before any test wrote to the input folder
+    assert (server.input_dir / zt.SAMPLE_NAME).read_bytes() == zt.SAMPLE_ASSET.read_bytes()
+
+
 def test_templates_endpoint_lists_shipped_workflows(client):
     names = client.get_json("/workflow_templates")[zt.PACK_NAME]
     shipped = sorted(p.stem for p in zt.WORKFLOWS_DIR.glob("*.json"))

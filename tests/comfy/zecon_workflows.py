@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+import uuid
 from pathlib import Path
 
 from PIL import Image
@@ -167,6 +168,12 @@ def build(fe, name: str) -> None:
     fe.build_graph(spec["nodes"], spec["links"])
     fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
     fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
+    set_id(fe, name)
+
+
+def set_id(fe, name: str) -> None:
+    """A fixed id per workflow (graph.clear() leaves the all-zero one)."""
+    fe.evaluate("(id) => { app.graph.id = id; }", str(uuid.uuid5(uuid.NAMESPACE_URL, f"zecon-comfyui/{name}")))
 
 
 def build_index(fe) -> None:
@@ -175,6 +182,7 @@ def build_index(fe) -> None:
     fe.evaluate("""(entries) => { const n = app.graph.getNodeById(1); n.size = [720, 360];
                    app.graph.extra = app.graph.extra || {}; app.graph.extra.zecon_workflows = entries; }""",
                 index_entries())
+    set_id(fe, "index")
 
 
 def index_entries() -> list[dict]:
