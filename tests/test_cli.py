@@ -53,6 +53,7 @@ def run_cli(*args, env=None, timeout=300, **kw) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), full_env.get("PYTHONPATH", "")])
     full_env.setdefault("HF_HUB_OFFLINE", "1")
+    full_env.setdefault("OMP_NUM_THREADS", "1")   # two spinning OpenMP threads per process crawl on a shared CPU
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "zecon_core", *map(str, args)], capture_output=True,
                           text=True, env=full_env, timeout=timeout, cwd=kw.pop("cwd", ROOT), **kw)
@@ -226,7 +227,7 @@ def test_numerical_failure_exit_5(tmp_path, source_png, models_dir, capsys):
 
 # --------------------------------------------------------------------------- exit code 130
 def test_interrupt_exit_130(tmp_path, models_dir, source_png):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "zecon_core", "stylize", str(source_png), "--prompt", "x", "--tiny",
          "--models-dir", str(models_dir), "--steps", "400", "--skip", "10", "-o", str(tmp_path / "o.png")],
