@@ -50,3 +50,41 @@ def test_flop_count_sees_cpu_attention():
     with count_flops() as c:
         torch.autograd.grad(out.sum(), q)
     assert c.total > 0
+
+
+def test_staged_and_chunked_backward_give_the_one_pass_gradient():
+    """The staged guidance backward (and CLIP in chunks) computes the gradient of the summed loss."""
+    import torch
+
+    from zecon_core.draws import Draws
+    from zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+    from zecon_core.sampler import _model_output
+
+    args = bench.parser().parse_args(["--config", "tiny", "--n-patch", "3"])
+    st = bench.make_setup(args)
+    s = st.schedule
+    den = bench._denoiser(st)
+    x = torch.randn(st.source.shape, generator=torch.Generator().manual_seed(5))
+    grads, losses = {}, {}
+    for shared in (False, True):
+        cfg = GuidanceConfig(n_patch=3, shared_views=shared, clip_global=300.0, clip_dir=700.0)
+        for mode in ("one_pass", None, 1, 4, "auto"):
+            g = ZeconGuidance(cfg, s, GuidanceInputs(st.source, st.target_embeds, st.source_embeds), Draws(0),
+                              features=st.model.features, clip=st.clip, vgg=st.vgg,
+                              clip_batch="auto" if mode == "one_pass" else mode)
+            if mode == "one_pass":   # the plain definition: one backward of the summed terms
+                xx = x.clone().requires_grad_()
+                from zecon_core import diffusion as D
+                pred = D.p_mean_variance(s, den(xx, 20), xx, 20).pred_x0
+                terms = g.terms(xx, 20, pred)
+                grads[shared, mode] = -torch.autograd.grad(sum(terms.values()), xx)[0]
+                losses[shared, mode] = {k: float(v.detach()) for k, v in terms.items()}
+            else:
+                _, grads[shared, mode] = _model_output(den, s, x, 20, g, True)
+                losses[shared, mode] = dict(g.last_losses)
+        ref = grads[shared, "one_pass"]
+        for mode in (None, 1, 4, "auto"):
+            assert torch.allclose(grads[shared, mode], ref, rtol=1e-4, atol=1e-6 * float(ref.abs().max())), mode
+            assert losses[shared, mode].keys() == losses[shared, "one_pass"].keys()
+            for k, v in losses[shared, "one_pass"].items():
+                assert abs(losses[shared, mode][k] - v) <= 1e-4 * abs(v) + 1e-6, (mode, k)

@@ -208,6 +208,23 @@ def _timed(timer, name, fn):
     return wrapped
 
 
+def parse_clip_batch(value: str):
+    if value == "auto":
+        return "auto"
+    if value.lower() in ("none", "all", "0"):
+        return None
+    return int(value)
+
+
+def trim_heap() -> None:
+    """glibc ``malloc_trim(0)``: return freed heap pages to the OS (no-op elsewhere)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_rss() -> bool:
     """Reset the kernel's resident-memory high-water mark (VmHWM); False where that is impossible."""
     try:
@@ -367,14 +384,14 @@ def _inversion_step(denoise, s, x, i):
         return D.ddim_inversion_step(s, out.pred_x0, x, i)
 
 
-def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: int) -> dict:
+def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: int, clip_batch="auto") -> dict:
     s = st.schedule
     start = s.num_steps - README_SKIP - 1
     draws = Draws(seed)
     g = _TimedGuidance(st.guidance, s, GuidanceInputs(st.source, st.target_embeds, st.source_embeds), draws,
                        features=_timed(timer, "zecon_enc", st.model.features),
                        clip=_TimedClip(st.clip, timer), vgg=_timed(timer, "vgg", st.vgg),
-                       clip_autocast=st.model.autocast_dtype())
+                       clip_autocast=st.model.autocast_dtype(), clip_batch=clip_batch)
     g.timer = timer
     denoise = _denoiser(st, timer)
     x = draws.normal(st.source)
@@ -453,11 +470,13 @@ def run(args) -> dict:
         "dtype": args.dtype if dev.type == "cuda" else "fp32",
         "n_patch": args.n_patch, "steps": args.steps, "shared_views": args.shared_views,
         "checkpointing": args.checkpointing, "compile": args.compile and dev.type == "cuda",
+        "clip_batch": args.clip_batch,
         "unet_parameters": sum(p.numel() for p in st.model.unet.parameters()),
         "build_s": build_s, "machine": machine_info(dev), "loadavg_before": load_before,
     }
     if args.dtype != "fp32" and dev.type != "cuda":
         res["note"] = "reduced precision applies on CUDA only; the CPU path runs in fp32"
+    trim_heap()   # give the one-off garbage of making random weights back to the OS
     res["resident_after_build_gb"] = rss_gb()
     hwm_reset = reset_peak_rss()
     if dev.type == "cuda":
@@ -470,7 +489,7 @@ def run(args) -> dict:
     if "inversion" in parts:
         res.update(bench_inversion(st, args.steps, timer))
     if "guided" in parts:
-        res.update(bench_guided(st, args.steps, timer, flops, args.seed))
+        res.update(bench_guided(st, args.steps, timer, flops, args.seed, parse_clip_batch(args.clip_batch)))
     res["peak_rss_gb"] = peak_rss_gb()
     res["peak_rss_scope"] = "parts (reset after build)" if hwm_reset else "process lifetime"
     res["process_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -534,6 +553,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of UNet blocks")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
+    p.add_argument("--clip-batch", default="auto",
+                   help="views per CLIP pass with gradients: auto (4 on CPU, all on GPU), none (all) or N")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count of the warm-up steps")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)

@@ -21,6 +21,10 @@ from .diffusion import q_sample
 from .draws import Draws
 from .schedule import Schedule
 
+# CPU default of ZeconGuidance.clip_batch: views per CLIP pass with gradients (memory; no cost in speed)
+CPU_CLIP_BATCH = 4
+_SURROGATE = "_clip_pixels_surrogate"
+
 LOSS_NAMES = ("clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse", "vgg", "range")
 CLIP_LOSSES = LOSS_NAMES[:4]
 
@@ -128,10 +132,20 @@ class ZeconGuidance:
     ``pred_x0`` must be a differentiable function of ``x`` (the UNet output
     of this step); ``features`` computes UNet encoder features at t = 0 for
     the ZeCon loss; ``clip`` and ``vgg`` are needed only when their losses are on.
+
+    ``clip_batch``: at most this many views with gradients go through CLIP at once;
+    each batch is differentiated and freed before the next, so CLIP's activation
+    memory is that of ``clip_batch`` views instead of all of them (the gradient is
+    the same sum). ``None``: all views in one pass (best GPU utilisation).
+    ``"auto"`` (default): 4 on the CPU, where batching gains nothing, None on a GPU.
     """
 
     def __init__(self, config: GuidanceConfig, schedule: Schedule, inputs: GuidanceInputs, draws: Draws, *,
-                 features=None, clip=None, vgg=None, clip_autocast: torch.dtype | None = None):
+                 features=None, clip=None, vgg=None, clip_autocast: torch.dtype | None = None,
+                 clip_batch: int | str | None = "auto"):
+        if not (clip_batch is None or clip_batch == "auto" or (isinstance(clip_batch, int) and clip_batch >= 1)):
+            raise ValueError(f"clip_batch must be None, 'auto' or an integer >= 1, got {clip_batch!r}")
+        self.clip_batch = clip_batch
         self.cfg, self.s, self.inputs, self.draws = config, schedule, inputs, draws
         self.features, self.clip, self.vgg = features, clip, vgg
         self.clip_autocast = clip_autocast
@@ -158,10 +172,10 @@ class ZeconGuidance:
         leaf = x_in.detach().requires_grad_()
         on = self._on(i)
         g_in, losses = None, {}
-        for group in self._groups(leaf, i, on):
+        for group in self._groups(leaf, i, on, self._clip_chunk(leaf)):
             (g,) = self._grad(sum(group.values()), leaf)
             g_in = g if g_in is None else g_in + g
-            losses.update({k: v.detach() for k, v in group.items()})
+            losses.update({k: v.detach() for k, v in group.items() if k != _SURROGATE})
             del group, g
         outputs, grads = [], []
         if g_in is not None:
@@ -183,6 +197,11 @@ class ZeconGuidance:
     def _grad(outputs, inputs, grad_outputs=None):
         return torch.autograd.grad(outputs, inputs, grad_outputs)
 
+    def _clip_chunk(self, like: torch.Tensor) -> int | None:
+        if self.clip_batch == "auto":
+            return CPU_CLIP_BATCH if like.device.type == "cpu" else None
+        return self.clip_batch
+
     def _on(self, i: int, only: str | None = None) -> dict[str, bool]:
         cfg = self.cfg
         on = {k: v > 0 and (only is None or k == only) for k, v in cfg.weights.items()}
@@ -200,8 +219,12 @@ class ZeconGuidance:
             out["range"] = self.cfg.weights["range"] * L.range_loss(pred_x0).sum()
         return out
 
-    def _groups(self, x_in: torch.Tensor, i: int, on: dict[str, bool]):
-        """The loss terms of the blended output ``x_in`` (all but range), one dict per group, in draw order."""
+    def _groups(self, x_in: torch.Tensor, i: int, on: dict[str, bool], chunk: int | None = None):
+        """The loss terms of the blended output ``x_in`` (all but range), one dict per group, in draw order.
+
+        With ``chunk`` (staged backward only) the CLIP group may carry a gradient surrogate under
+        ``_SURROGATE`` beside detached loss values.
+        """
         w = self.cfg.weights
         x0 = self.inputs.source
         batch = x_in.shape[0]
@@ -210,7 +233,7 @@ class ZeconGuidance:
             return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
 
         if any(on[k] for k in CLIP_LOSSES):
-            yield self._clip_terms(x_in, i, on, source_for, batch)
+            yield self._clip_terms(x_in, i, on, source_for, batch, chunk)
         if on["zecon"]:
             y_in = source_for("zecon")
             yield {"zecon": w["zecon"] * self._zecon(x_in, y_in, i).sum()}
@@ -229,8 +252,12 @@ class ZeconGuidance:
         item = torch.arange(batch).repeat_interleave(cfg.n_patch)
         return render_views(image, params, item)
 
-    def _clip_terms(self, x_in, i, on, source_for, batch):
-        """All CLIP terms, with one CLIP pass for the views that need gradients and one for those that don't."""
+    def _clip_terms(self, x_in, i, on, source_for, batch, chunk=None):
+        """All CLIP terms, with one CLIP pass for the views that need gradients and one for those that don't.
+
+        ``chunk`` (staged backward only): encode the views with gradients ``chunk`` at a time, each
+        chunk differentiated and freed before the next (see ``clip_batch``).
+        """
         cfg, w, n = self.cfg, self.cfg.weights, self.cfg.n_patch
         grad_views, views_of = [], {}
 
@@ -259,22 +286,48 @@ class ZeconGuidance:
             src_slot["clip_dir_patch"] = len(nograd)
             nograd.append(source_for("clip_dir_patch"))   # the whole source, once per item (not per view)
 
-        emb = self._encode(grad_views)
         with torch.no_grad():
             src_emb = self._encode(nograd)
         tgt = self._per_view(self.inputs.target_embeds, batch, n)
         txt_src = self._per_view(self.inputs.source_embeds, batch, n)
-        out = {}
-        for loss, s in slot.items():
-            e = emb[s]
+
+        def dist(loss, e, rows=slice(None)):
+            """Per-view distances of loss ``loss`` for its view rows ``rows`` with embeddings ``e``."""
             if loss in ("clip_global", "clip_global_patch"):
-                d = L.spherical_dist(e, tgt)
-            else:
-                es = src_emb[src_slot[loss]]
-                if loss == "clip_dir_patch":
-                    es = es.repeat_interleave(n, dim=0)
-                d = L.directional_dist(e, es, tgt, txt_src)
-            out[loss] = w[loss] * d.view(batch, n).mean(dim=1).sum()
+                return L.spherical_dist(e, tgt[rows])
+            es = src_emb[src_slot[loss]]
+            if loss == "clip_dir_patch":
+                es = es.repeat_interleave(n, dim=0)
+            return L.directional_dist(e, es[rows], tgt[rows], txt_src[rows])
+
+        sizes = [t.shape[0] for t in grad_views]
+        if chunk is None or sum(sizes) <= chunk:
+            emb = self._encode(grad_views)
+            return {loss: w[loss] * dist(loss, emb[s]).view(batch, n).mean(dim=1).sum() for loss, s in slot.items()}
+
+        # Chunked: each term is (w / n) x the sum of its views' distances, so every chunk of views is
+        # encoded, differentiated down to its CLIP input pixels and freed before the next one. The
+        # pixels' gradient then flows through the pooling, the warps and the crops as one surrogate
+        # term whose gradient is exactly that (its value is not a loss).
+        offs = [sum(sizes[:k]) for k in range(len(sizes))]
+        pixels = torch.cat([self.clip.preprocess(t) for t in grad_views])
+        values = {loss: torch.zeros((), device=pixels.device) for loss in slot}
+        pixel_grads = []
+        for a in range(0, pixels.shape[0], chunk):
+            b = min(a + chunk, pixels.shape[0])
+            part = pixels[a:b].detach().requires_grad_()
+            e = self.clip.embed(part, self.clip_autocast)
+            partial = []
+            for loss, s in slot.items():
+                lo, hi = max(a, offs[s]), min(b, offs[s] + sizes[s])
+                if lo < hi:
+                    term = dist(loss, e[lo - a:hi - a], slice(lo - offs[s], hi - offs[s])).sum() * (w[loss] / n)
+                    partial.append(term)
+                    values[loss] = values[loss] + term.detach()
+            pixel_grads.append(self._grad(sum(partial), part)[0])
+            del e, partial
+        out = dict(values)
+        out[_SURROGATE] = (pixels * torch.cat(pixel_grads)).sum()
         return out
 
     def _encode(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
