@@ -141,6 +141,31 @@ _CHECK_WIDGETS_JS = """
 """
 
 
+# One Playwright driver per process, shared by every open ComfyFrontend: the sync API
+# refuses a second sync_playwright().start() while another one runs in the same thread
+# ("using Playwright Sync API inside the asyncio loop"), and the session-scoped frontend
+# factory keeps one page per server open, so a second server's page needs the same driver.
+_PLAYWRIGHT = {"driver": None, "users": 0}
+
+
+def _acquire_playwright():
+    if _PLAYWRIGHT["driver"] is None:
+        from playwright.sync_api import sync_playwright
+        _PLAYWRIGHT["driver"] = sync_playwright().start()
+    _PLAYWRIGHT["users"] += 1
+    return _PLAYWRIGHT["driver"]
+
+
+def _release_playwright() -> None:
+    _PLAYWRIGHT["users"] -= 1
+    if _PLAYWRIGHT["users"] <= 0 and _PLAYWRIGHT["driver"] is not None:
+        driver, _PLAYWRIGHT["driver"], _PLAYWRIGHT["users"] = _PLAYWRIGHT["driver"], None, 0
+        try:
+            driver.stop()
+        except Exception:  # noqa: BLE001 - best effort teardown
+            pass
+
+
 class ComfyFrontend:
     """A chromium page showing the frontend served by a running ComfyServer."""
 
@@ -163,15 +188,13 @@ class ComfyFrontend:
     def open(self) -> "ComfyFrontend":
         import time
 
-        from playwright.sync_api import sync_playwright
-
         exe = chromium_path()
         if not exe:
             raise RuntimeError("chromium not found (apt-get install chromium)")
         # Settings are server-side; write them before the page reads them.
         self.server.write_user_settings(self.settings)
         t0 = time.monotonic()
-        self._pw = sync_playwright().start()
+        self._pw = _acquire_playwright()
         self._browser = self._pw.chromium.launch(
             executable_path=exe, headless=self.headless, args=CHROMIUM_ARGS)
         self._context = self._browser.new_context(
@@ -200,12 +223,14 @@ class ComfyFrontend:
         self.page.evaluate(_INSTALL_HOOKS_JS)
 
     def close(self) -> None:
-        for obj, meth in ((self._context, "close"), (self._browser, "close"), (self._pw, "stop")):
+        for obj, meth in ((self._context, "close"), (self._browser, "close")):
             if obj is not None:
                 try:
                     getattr(obj, meth)()
                 except Exception:  # noqa: BLE001 - best effort teardown
                     pass
+        if self._pw is not None:
+            _release_playwright()
         self._pw = self._browser = self._context = self.page = None
 
     def __enter__(self) -> "ComfyFrontend":
