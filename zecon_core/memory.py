@@ -34,7 +34,9 @@ def _saved_bytes(module: torch.nn.Module, *args) -> int:
 
     params = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
     params.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None), torch.enable_grad():
+    # ComfyUI runs nodes under inference_mode, where autograd would save nothing: leave it here
+    with torch.inference_mode(False), torch.enable_grad(), \
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
         functional_call(module, params, args)
     return total
 
