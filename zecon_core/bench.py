@@ -309,7 +309,7 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else None
 
 
-def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool) -> dict:
+def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool, warmup: int = 1) -> dict:
     m, x = st.model, st.source
     t = st.schedule.model_timesteps(20, x.shape[0], x.device)
     fwd, fwd_bwd = [], []
@@ -326,7 +326,7 @@ def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool) -> dict:
         y = m(xx, t)
         torch.autograd.grad((y * weight).sum(), xx)
 
-    for k in range(steps + 1):
+    for k in range(warmup + steps):
         timer.sync()
         t0 = time.perf_counter()
         if k == 0 and flops:
@@ -336,9 +336,9 @@ def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool) -> dict:
         else:
             forward()
         timer.sync()
-        if k:
+        if k >= warmup:
             fwd.append(time.perf_counter() - t0)
-    for k in range(steps + 1):
+    for k in range(warmup + steps):
         timer.sync()
         t0 = time.perf_counter()
         if k == 0 and flops:
@@ -348,7 +348,7 @@ def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool) -> dict:
         else:
             forward_backward()
         timer.sync()
-        if k:
+        if k >= warmup:
             fwd_bwd.append(time.perf_counter() - t0)
     out.update(unet_fwd_s=_mean(fwd), unet_fwd_bwd_s=_mean(fwd_bwd), unet_fwd_all_s=fwd, unet_fwd_bwd_all_s=fwd_bwd)
     return out
@@ -363,15 +363,15 @@ def _denoiser(st: Setup, timer: PhaseTimer | None = None):
     return denoise if timer is None else _timed(timer, "unet_fwd", denoise)
 
 
-def bench_inversion(st: Setup, steps: int, timer: PhaseTimer) -> dict:
+def bench_inversion(st: Setup, steps: int, timer: PhaseTimer, warmup: int = 1) -> dict:
     denoise, s, x = _denoiser(st), st.schedule, st.source
     times = []
-    for k in range(steps + 1):
+    for k in range(warmup + steps):
         timer.sync()
         t0 = time.perf_counter()
         x = _inversion_step(denoise, s, x, k)
         timer.sync()
-        if k:
+        if k >= warmup:
             times.append(time.perf_counter() - t0)
     return {"inversion_step_s": _mean(times), "inversion_step_all_s": times}
 
@@ -384,7 +384,8 @@ def _inversion_step(denoise, s, x, i):
         return D.ddim_inversion_step(s, out.pred_x0, x, i)
 
 
-def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: int, clip_batch="auto") -> dict:
+def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: int, clip_batch="auto",
+                 warmup: int = 1) -> dict:
     s = st.schedule
     start = s.num_steps - README_SKIP - 1
     draws = Draws(seed)
@@ -397,7 +398,7 @@ def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: in
     x = draws.normal(st.source)
     times, phases = [], defaultdict(list)
     out = {}
-    for k in range(steps + 1):
+    for k in range(warmup + steps):
         i = start - k
         timer.reset()
         timer.sync()
@@ -411,7 +412,7 @@ def bench_guided(st: Setup, steps: int, timer: PhaseTimer, flops: bool, seed: in
         timer.sync()
         dt = time.perf_counter() - t0
         x = r.x
-        if k:
+        if k >= warmup:
             times.append(dt)
             for name in PHASES:
                 phases[name].append(timer.seconds.get(name, 0.0))
@@ -468,7 +469,7 @@ def run(args) -> dict:
         "config": args.config, "model": args.model if args.config == "full" else None,
         "size": int(st.source.shape[-1]), "device": args.device,
         "dtype": args.dtype if dev.type == "cuda" else "fp32",
-        "n_patch": args.n_patch, "steps": args.steps, "shared_views": args.shared_views,
+        "n_patch": args.n_patch, "steps": args.steps, "warmup": args.warmup, "shared_views": args.shared_views,
         "checkpointing": args.checkpointing, "compile": args.compile and dev.type == "cuda",
         "clip_batch": args.clip_batch,
         "unet_parameters": sum(p.numel() for p in st.model.unet.parameters()),
@@ -485,11 +486,12 @@ def run(args) -> dict:
         res["cuda_after_build_gb"] = torch.cuda.memory_allocated(dev) / 1e9
     flops = not args.no_flops
     if "unet" in parts:
-        res.update(bench_unet(st, args.steps, timer, flops))
+        res.update(bench_unet(st, args.steps, timer, flops, args.warmup))
     if "inversion" in parts:
-        res.update(bench_inversion(st, args.steps, timer))
+        res.update(bench_inversion(st, args.steps, timer, args.warmup))
     if "guided" in parts:
-        res.update(bench_guided(st, args.steps, timer, flops, args.seed, parse_clip_batch(args.clip_batch)))
+        res.update(bench_guided(st, args.steps, timer, flops, args.seed, parse_clip_batch(args.clip_batch),
+                                 args.warmup))
     res["peak_rss_gb"] = peak_rss_gb()
     res["peak_rss_scope"] = "parts (reset after build)" if hwm_reset else "process lifetime"
     res["process_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -545,7 +547,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", choices=CONFIGS, default="tiny")
     p.add_argument("--model", choices=MODELS, default="imagenet", help="UNet of the full config")
     p.add_argument("--n-patch", type=int, default=None, help="views per CLIP loss (default: tiny 4, medium 8, full 32)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per part after one warm-up")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per part after the warm-up")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed steps first (FLOPs are counted in the first step; with 0 in a timed one)")
     p.add_argument("--shared-views", action="store_true", help="GuidanceConfig.shared_views")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="UNet/CLIP autocast dtype on CUDA")
