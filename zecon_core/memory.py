@@ -34,9 +34,7 @@ def _saved_bytes(module: torch.nn.Module, *args) -> int:
 
     params = {k: torch.empty_like(v, device="meta") for k, v in module.named_parameters()}
     params.update({k: torch.empty_like(v, device="meta") for k, v in module.named_buffers()})
-    # ComfyUI runs nodes under inference_mode, where autograd would save nothing: leave it here
-    with torch.inference_mode(False), torch.enable_grad(), \
-            torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda _: None):
         functional_call(module, params, args)
     return total
 
@@ -45,6 +43,7 @@ def _weight_bytes(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
 
 
+@torch.inference_mode(False)  # ComfyUI runs nodes in inference mode, where autograd would save nothing
 def estimate_guided_step_bytes(model, height: int, width: int, batch: int, guidance=None, clip=None) -> int:
     """Peak bytes of one guided step at ``height`` x ``width`` for ``batch`` images.
 
