@@ -3,7 +3,8 @@
 ComfyUI applies the extra-model-paths yaml before packs import, so paths
 already registered for ``zecon`` are kept (first) and ``models/zecon`` is
 added after them. Known models that are not present yet are listed with the
-label ``"<file> (download on first use)"``; they are fetched into the first
+label ``"<file> (download on first use)"``, which stays listed after the download
+so that workflows naming it keep working; they are fetched into the first
 ``zecon`` folder when a node runs, never at import.
 """
 
@@ -60,11 +61,16 @@ def _present(entry: KnownModel, files: list[str]) -> str | None:
 
 
 def model_options(kind: str, files: list[str] | None = None) -> list[str]:
-    """Combo options: every local weight file, then the known models of ``kind`` not present yet."""
+    """Combo options: every local weight file, then the known models of ``kind``.
+
+    A known model that can be fetched keeps its label even after the download (the
+    label then resolves to the local file), so a shared workflow that names it stays
+    valid on every machine; one that must be placed by hand is listed only while missing.
+    """
     files = local_files() if files is None else files
-    missing = [registry.display_name_not_downloaded(e) for e in registry.known_for_kind(kind)
-               if _present(e, files) is None]
-    return list(files) + missing
+    known = [registry.display_name_not_downloaded(e) for e in registry.known_for_kind(kind)
+             if e.downloadable or e.managed_by_open_clip or _present(e, files) is None]
+    return list(files) + known
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,6 @@ def test_model_folder_lists_local_files_and_known_models(client, server):
     assert clip_opts[0] == "none" and zt.TINY_CLIP in clip_opts
 
 
-@pytest.mark.skipif(not zt.SAMPLE_ASSET.is_file(), reason="assets/sample.png not in the repo")
 def test_pack_put_the_sample_image_into_the_input_folder(server):
     # at import, before any test wrote to the input folder
     assert (server.input_dir / zt.SAMPLE_NAME).read_bytes() == zt.SAMPLE_ASSET.read_bytes()
@@ -430,3 +429,23 @@ def test_replaced_model_file_is_loaded_again(client):
     prompt_id, entry, events = _run_listening(client, prompt)
     assert {loader, node} <= _executed(events, prompt_id)
     assert not np.array_equal(first, _saved(client, entry, save))
+
+
+def test_known_model_label_stays_valid_after_the_file_is_there(client):
+    """Shared workflows name known models by their label; once the file is in models/zecon the label stays
+    listed and loads the local file (no download: the test server's download address is a closed port)."""
+    import torch
+    from zecon_core.tiny import tiny_unet_state_dict
+
+    path = zt._ENV["models"] / "ffhq_10m.pt"
+    torch.save(tiny_unet_state_dict(seed=3), path)
+    try:
+        options = client.object_info("ZeconDiffusionLoader")["input"]["required"]["model_name"][1]["options"]
+        assert "ffhq_10m.pt" in options and "ffhq_10m.pt (download on first use)" in options
+        prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
+        loader = _node(prompt, "ZeconDiffusionLoader")
+        prompt[loader]["inputs"]["model_name"] = "ffhq_10m.pt (download on first use)"
+        entry = client.run(prompt, timeout=300)
+        assert client.output_paths(entry, _node(prompt, "SaveImage"))
+    finally:
+        path.unlink()
