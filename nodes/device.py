@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 
 import comfy.model_management as mm
 import torch
 
 from ..zecon_core.memory import estimate_guided_step_bytes
-
-log = logging.getLogger("zecon")
 
 
 @contextlib.contextmanager
@@ -29,12 +26,7 @@ def on_device(model, *others, height: int, width: int, batch: int, guidance=None
     with torch.inference_mode(False):
         try:
             if device.type != "cpu":
-                try:
-                    need = estimate_guided_step_bytes(model, height, width, batch, guidance, clip)
-                except Exception as e:  # an estimate must never stop a run
-                    log.warning("ZeCon: memory estimate failed (%s); not freeing ComfyUI models first", e)
-                else:
-                    mm.free_memory(need, device)
+                mm.free_memory(estimate_guided_step_bytes(model, height, width, batch, guidance, clip), device)
             for obj in objs:
                 obj.to(device)
             yield device
