@@ -48,8 +48,8 @@ def describe_state_dict(sd: dict) -> str | None:
 
 
 def _blocks(sd, prefix):
-    pat = re.compile(re.escape(prefix) + r"\.(\d+)\.")
-    return sorted({int(m.group(1)) for k in sd if (m := pat.match(k))})
+    pattern = re.escape(prefix) + r"\.(\d+)\."
+    return sorted({int(m.group(1)) for k in sd if (m := re.match(pattern, k))})
 
 
 def _has(sd, prefix):
@@ -143,7 +143,7 @@ def build_unet(sd: dict, config: ADMConfig | None = None, **detect_kwargs) -> UN
         model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:
         raise CheckpointError(f"the weights do not fit the detected ADM config {config}: {e}") from e
-    return model.requires_grad_(False).eval()
+    return model.requires_grad_(False).train(False)
 
 
 # Configs of the released 256x256 models (ImageNet uncond, FFHQ of ILVR / P2-weighting).

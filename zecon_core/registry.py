@@ -51,8 +51,8 @@ DOWNLOAD_SUFFIX = " (download on first use)"
 #: Suffix of the label of a known model that must be fetched by hand.
 MANUAL_SUFFIX = " (not found: place it by hand)"
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_HEX_RE = re.compile(r"^[0-9a-f]+$")
+_SHA256_PATTERN = r"[0-9a-f]{64}"
+_HEX_PATTERN = r"[0-9a-f]+"
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,10 @@ class KnownModel:
             if not u.startswith(("https://", "http://")):
                 raise ValueError(f"KnownModel {self.key!r}: only http(s) URLs are allowed, got {u!r}")
         if self.sha256 is not None:
-            if not _SHA256_RE.match(self.sha256):
+            if not re.fullmatch(_SHA256_PATTERN, self.sha256):
                 raise ValueError(f"KnownModel {self.key!r}: sha256 must be 64 lower-case hex digits")
         if self.sha256_prefix is not None:
-            if not _HEX_RE.match(self.sha256_prefix) or len(self.sha256_prefix) > 64:
+            if not re.fullmatch(_HEX_PATTERN, self.sha256_prefix) or len(self.sha256_prefix) > 64:
                 raise ValueError(f"KnownModel {self.key!r}: sha256_prefix must be lower-case hex")
             if self.sha256 is not None and not self.sha256.startswith(self.sha256_prefix):
                 raise ValueError(f"KnownModel {self.key!r}: sha256 and sha256_prefix disagree")

@@ -61,7 +61,7 @@ def load_vgg(path: str | os.PathLike) -> VGGFeatures:
         model.load_state_dict({k: v.float() for k, v in wanted.items()}, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{os.path.basename(path)}: VGG layer shapes do not match VGG19: {e}") from e
-    return model.eval().requires_grad_(False)
+    return model.train(False).requires_grad_(False)
 
 
 LAYERS_FILE = "vgg19_zecon_layers.safetensors"
