@@ -96,9 +96,8 @@ class CliError(Exception):
 # ---------------------------------------------------------------------------
 # error classification
 # ---------------------------------------------------------------------------
-_NETWORK_HINT_RE = re.compile(
-    r"failed to download|connection|timed out|timeout|could not resolve|name resolution|network|"
-    r"offline|internet", re.IGNORECASE)
+_NETWORK_HINT = (r"failed to download|connection|timed out|timeout|could not resolve|name resolution|network|"
+                 r"offline|internet")
 
 
 def classify(exc: BaseException) -> tuple[int, str]:
@@ -122,7 +121,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, CheckpointError):
         text = str(exc)
         # open_clip could not fetch the named CLIP weights (no network): a download problem.
-        if "could not load CLIP" in text and _NETWORK_HINT_RE.search(text):
+        if "could not load CLIP" in text and re.search(_NETWORK_HINT, text, re.IGNORECASE):
             return EXIT_DOWNLOAD, text
         return EXIT_MODEL, text
     if isinstance(exc, ConvertError):
