@@ -21,7 +21,7 @@ TINY_FLAG := $(if $(filter 1 yes true on,$(TINY)),--tiny,)
 .PHONY: help demo test setup sample-image
 
 help:
-	@sed -n '2,12p' Makefile
+	@sed -n '1,12p' Makefile
 
 setup:
 	bash scripts/setup_env.sh
