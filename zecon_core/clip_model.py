@@ -88,13 +88,57 @@ class ClipModel:
     def embed(self, pixels: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """float32 embeddings [n, E] of preprocessed CLIP input (differentiable)."""
         if autocast_dtype is None or pixels.device.type != "cuda":
-            return self.model.encode_image(pixels).float()
+            return image_features(self.model, pixels).float()
         with torch.autocast("cuda", dtype=autocast_dtype):
-            return self.model.encode_image(pixels).float()
+            return image_features(self.model, pixels).float()
 
     def encode_image(self, images: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
         """float32 image embeddings [n, E] of [-1, 1] images (differentiable)."""
         return self.embed(self.preprocess(images), autocast_dtype)
+
+
+def image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    """``model.encode_image(pixels)``, with the last transformer block run for the class token only.
+
+    A ViT's image embedding is the class token after the last block (``ln_post``, ``proj``);
+    the other 196 tokens of the last block feed nothing. Here the last block still projects
+    keys and values of every token but computes the query, the attention output, the
+    out-projection and the MLP for the class token alone: the same values (the class
+    token's row of each product), about 7% fewer CLIP FLOPs forward and backward.
+    Models of another shape go through ``encode_image`` unchanged.
+    """
+    v = getattr(model, "visual", None)
+    if not _cls_only_ok(v):
+        return model.encode_image(pixels)
+    t = v.transformer
+    x = v._embeds(pixels)                            # [N, L, D]
+    seq_first = not t.batch_first
+    if seq_first:
+        x = x.transpose(0, 1).contiguous()           # [L, N, D]
+    for block in t.resblocks[:-1]:
+        x = block(x)
+    last = t.resblocks[-1]
+    kv = last.ln_1(x)
+    cls, q = (x[:1], kv[:1]) if seq_first else (x[:, :1], kv[:, :1])
+    h = cls + last.ls_1(last.attn(q, kv, kv, need_weights=False)[0])
+    h = h + last.ls_2(last.mlp(last.ln_2(h)))
+    pooled = v.ln_post(h[0] if seq_first else h[:, 0])   # per-token LayerNorm: pooling first changes nothing
+    return pooled @ v.proj if v.proj is not None else pooled
+
+
+def _cls_only_ok(v) -> bool:
+    try:
+        from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+    except ImportError:
+        return False
+    if not isinstance(v, VisionTransformer) or getattr(v, "attn_pool", None) is not None:
+        return False
+    if getattr(v, "pool_type", None) != "tok" or getattr(v, "output_tokens", False):
+        return False
+    t = getattr(v, "transformer", None)
+    blocks = list(getattr(t, "resblocks", ()))
+    return bool(blocks) and not getattr(t, "grad_checkpointing", False) and all(
+        type(b) is ResidualAttentionBlock and not hasattr(b, "ln_1_kv") for b in blocks)
 
 
 def sequence_first(model: torch.nn.Module) -> torch.nn.Module:
