@@ -5,7 +5,8 @@ A view is: an optional random resized crop (128x128, area fraction in
 (±15°, border padding) and with probability ``aug_prob`` a random perspective
 (distortion 0.7, zero padding). Parameters are drawn for all views at once
 (``sample_view_params``) and applied in one op per stage (``render_views``);
-no Python loop runs per view. Conventions are kornia 0.9's, as the golden
+no Python loop runs per view. Sampling is written as gathers, whose backward is
+deterministic on the GPU too. Conventions are kornia 0.9's, as the golden
 README records them: pixel coordinates with pixel centres at integers, warp
 matrices that map input to output pixel coordinates, bilinear sampling.
 
@@ -22,7 +23,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 CROP_SIZE = 128
 MAX_DEGREES = 15.0
@@ -166,25 +166,45 @@ def _interp_taps(lo: torch.Tensor, hi: torch.Tensor, size: int):
     return lo[:, None] + i0, lo[:, None] + i1, frac
 
 
-def warp_grid(m: torch.Tensor, h: int, w: int, device, dtype) -> torch.Tensor:
-    """``grid_sample`` grid (align_corners=False) that applies pixel-coordinate maps ``m`` [n,3,3]."""
+def source_coords(m: torch.Tensor, h: int, w: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input pixel coordinates (x, y) [n, h, w] that output pixel (u, v) reads under maps ``m`` [n,3,3] (float64)."""
     minv = torch.linalg.inv(m.to(device=device, dtype=torch.float64))
     v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64, device=device),
                           torch.arange(w, dtype=torch.float64, device=device), indexing="ij")
-    pts = torch.stack([u, v, torch.ones_like(u)]).reshape(3, -1)
-    p = minv @ pts
-    x, y = p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
-    grid = torch.stack([(2 * x + 1) / w - 1, (2 * y + 1) / h - 1], dim=-1)
-    return grid.reshape(-1, h, w, 2).to(dtype)
+    p = minv @ torch.stack([u, v, torch.ones_like(u)]).reshape(3, -1)
+    return (p[:, 0] / p[:, 2]).reshape(-1, h, w), (p[:, 1] / p[:, 2]).reshape(-1, h, w)
+
+
+def sample_bilinear(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padding: str) -> torch.Tensor:
+    """Bilinear samples of ``images`` [n, C, H, W] at pixel coordinates ``x``, ``y`` [n, h, w].
+
+    The map of ``F.grid_sample(..., mode='bilinear', align_corners=False)`` with padding
+    ``zeros`` (taps outside read 0) or ``border`` (coordinates clamped to the image), written
+    as four gathers: its backward is deterministic on the GPU too (grid_sample's is not).
+    """
+    n, c, hh, ww = images.shape
+    if padding == "border":
+        x, y = x.clamp(0, ww - 1), y.clamp(0, hh - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = (x - x0).to(images.dtype), (y - y0).to(images.dtype)
+    x0, y0 = x0.long(), y0.long()
+    flat = images.flatten(2)
+    out = 0
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = ((xi >= 0) & (xi < ww) & (yi >= 0) & (yi < hh)).to(images.dtype)
+            idx = (yi.clamp(0, hh - 1) * ww + xi.clamp(0, ww - 1)).flatten(1)[:, None, :].expand(n, c, -1)
+            out = out + flat.gather(2, idx).view(n, c, *x.shape[1:]) * (wx * wy * inside)[:, None]
+    return out
 
 
 def _warp_where(views: torch.Tensor, m: torch.Tensor, applied: torch.Tensor, padding: str) -> torch.Tensor:
     applied = applied.to(views.device)
     if not bool(applied.any()):
         return views
-    h, w = views.shape[-2:]
-    grid = warp_grid(m, h, w, views.device, views.dtype)
-    warped = F.grid_sample(views, grid, mode="bilinear", padding_mode=padding, align_corners=False)
+    x, y = source_coords(m, *views.shape[-2:], views.device)
+    warped = sample_bilinear(views, x, y, padding)
     if bool(applied.all()):
         return warped
     return torch.where(applied[:, None, None, None], warped, views)

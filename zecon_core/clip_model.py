@@ -2,7 +2,7 @@
 
 The paper and the original code use OpenAI's ViT-B/16 (``ViT-B-16`` /
 ``openai`` in open_clip). Images enter in [-1, 1] at any size and are pooled
-to CLIP's input size with ``adaptive_avg_pool2d`` (as the original does),
+to CLIP's input size with adaptive average pooling (as the original does),
 mapped to [0, 1] and normalised with CLIP's mean and std.
 """
 
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from .checkpoints import CheckpointError, load_state_dict
 
@@ -75,8 +74,14 @@ class ClipModel:
             return self.model.encode_text(tokens).float()
 
     def pool(self, images: torch.Tensor) -> torch.Tensor:
-        """Images of any size pooled to CLIP's input size (``AdaptiveAvgPool2d``; upsamples small images)."""
-        return F.adaptive_avg_pool2d(images, (self.image_size, self.image_size))
+        """Images of any size pooled to CLIP's input size: ``AdaptiveAvgPool2d`` (upsamples small images).
+
+        Written as two small matrix products (``pool_matrix``), whose backward is deterministic
+        on the GPU too (adaptive_avg_pool2d's is not); equal to it up to float rounding.
+        """
+        ph = pool_matrix(images.shape[-2], self.image_size, images.device, images.dtype)
+        pw = pool_matrix(images.shape[-1], self.image_size, images.device, images.dtype)
+        return torch.einsum("ih,nchw,jw->ncij", ph, images, pw)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images of any size -> normalised CLIP input [n, 3, S, S]."""
@@ -160,6 +165,16 @@ def sequence_first(model: torch.nn.Module) -> torch.nn.Module:
         for attn in attns:
             attn.batch_first = False
     return model
+
+
+def pool_matrix(n_in: int, n_out: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """[n_out, n_in] averaging weights of ``adaptive_avg_pool`` (bin i covers floor(i n/m) .. ceil((i+1) n/m))."""
+    i = torch.arange(n_out)
+    start = (i * n_in) // n_out
+    end = -((-(i + 1) * n_in) // n_out)
+    j = torch.arange(n_in)
+    inside = (j[None] >= start[:, None]) & (j[None] < end[:, None])
+    return (inside / (end - start)[:, None]).to(device=device, dtype=dtype)
 
 
 def load_clip(name: str = DEFAULT_CLIP[0], pretrained: str | None = DEFAULT_CLIP[1], *,

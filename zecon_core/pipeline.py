@@ -16,6 +16,7 @@ import torch
 from . import diffusion as D
 from .adm_loader import native_size
 from .clip_model import ClipModel
+from .determinism import reproducible
 from .draws import Draws
 from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
 from .memory import check_fits, run_guarded
@@ -98,8 +99,9 @@ def invert(model: DiffusionModel, images: torch.Tensor, *, respacing: str = "50"
     b, _, h, w = images.shape
     check_fits(model, h, w, b)
     x0 = images.to(model.device, torch.float32)
-    latent = run_guarded(lambda: ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback),
-                         "DDIM inversion", h, w, b)
+    with reproducible(model.device):
+        latent = run_guarded(lambda: ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback),
+                             "DDIM inversion", h, w, b)
     return Inversion(latent, x0, s, skip, model.name)
 
 
@@ -145,7 +147,8 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         return sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta, guidance=zecon_guidance,
                       draws=draws, callback=callback, exact_guidance_index=exact_guidance_index)[0]
 
-    return run_guarded(run, "guided sampling", h, w, batch)
+    with reproducible(dev):
+        return run_guarded(run, "guided sampling", h, w, batch)
 
 
 def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch):
