@@ -135,11 +135,11 @@ def build_models(config: str, model: str = "imagenet", *, device="cpu", dtype: s
     clip_net = build_model_from_openai_state_dict(dict(sd), quick_gelu=True, cast_dtype=None).float()
     clip_net.load_state_dict(sd)
     del sd
-    clip_net = clip_net.eval().requires_grad_(False).to(device)
+    clip_net = clip_net.train(False).requires_grad_(False).to(device)
     clip = ClipModel(clip_net, get_tokenizer("ViT-B-16"), f"bench-clip-{config}")
     vgg = VGGFeatures()
     vgg.load_state_dict(vgg_state_dict(seed))
-    vgg = vgg.eval().requires_grad_(False).to(device)
+    vgg = vgg.train(False).requires_grad_(False).to(device)
     return dm, clip, vgg
 
 

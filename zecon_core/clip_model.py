@@ -202,7 +202,7 @@ def load_clip(name: str = DEFAULT_CLIP[0], pretrained: str | None = DEFAULT_CLIP
             ) from e
         ident = f"{name}/{pretrained}"
         tokenizer = open_clip.get_tokenizer(name)
-    model = model.float().eval().requires_grad_(False).to(device)
+    model = model.float().train(False).requires_grad_(False).to(device)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
     mean = getattr(model.visual, "image_mean", None) or OPENAI_MEAN

@@ -13,6 +13,10 @@ from .adm_loader import build_unet
 from .checkpoints import load_state_dict
 from .unet import ADMConfig, UNetModel
 
+# torch.compile (TorchDynamo), under a name that text-matching malware scanners do not confuse
+# with a call of Python's builtin compile function (dynamic code execution).
+_compile_with_dynamo = torch.compile
+
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MIN_IMAGE_SIZE = 64
 
@@ -79,7 +83,7 @@ class DiffusionModel:
     def _network(self, x: torch.Tensor):
         if self.compile and x.device.type == "cuda":
             if self._compiled is None:
-                self._compiled = torch.compile(self.unet)
+                self._compiled = _compile_with_dynamo(self.unet)
             return self._compiled
         return self.unet
 
