@@ -56,19 +56,21 @@ fi
 part cuda_tests 170 $PY -m pytest tests/test_cuda.py -q -rs --junitxml="$WORK/cuda_tests.xml"
 
 # ---- benchmarks (ImageNet-256 architecture unless named; README weights, n_patch 32)
-bench() {  # bench NAME LIMIT ARGS...
+bench() {  # bench NAME LIMIT ARGS...  (each result is appended to $OUT/bench.jsonl at once)
   local name=$1 limit=$2; shift 2
   part "$name" "$limit" $PY -m zecon_core.bench --config full --device cuda --steps 3 --json "$WORK/$name.json" "$@"
+  [ -f "$WORK/$name.json" ] && $PY -c "import json,sys; print(json.dumps({'name': sys.argv[1], **json.load(open(sys.argv[2]))}))" \
+    "$name" "$WORK/$name.json" >> "$OUT/bench.jsonl"
 }
+bench imagenet256_fp16 50 --dtype fp16
 bench imagenet256_fp32 60 --dtype fp32
 bench imagenet256_bf16 50 --dtype bf16
-bench imagenet256_fp16 50 --dtype fp16
+bench imagenet256_bf16_fast 50 --dtype bf16 --fast-cuda
 bench imagenet512_bf16_ckpt 70 --dtype bf16 --size 512 --checkpointing
-bench imagenet512_fp32_ckpt 90 --dtype fp32 --size 512 --checkpointing
 bench ffhq256_bf16 40 --dtype bf16 --model ffhq
 bench imagenet256_bf16_shared 50 --dtype bf16 --shared-views
-bench imagenet512_bf16 70 --dtype bf16 --size 512
-bench imagenet256_bf16_compile 120 --dtype bf16 --compile
+bench imagenet512_fp32_ckpt 90 --dtype fp32 --size 512 --checkpointing
+bench imagenet256_bf16_compile 120 --dtype bf16 --compile --fast-cuda
 
 # ---- collect
 $PY - "$WORK" "$OUT" <<'EOF' >> "$LOG" 2>&1

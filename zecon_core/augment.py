@@ -188,15 +188,13 @@ def sample_bilinear(images: torch.Tensor, x: torch.Tensor, y: torch.Tensor, padd
     x0, y0 = x.floor(), y.floor()
     fx, fy = (x - x0).to(images.dtype), (y - y0).to(images.dtype)
     x0, y0 = x0.long(), y0.long()
-    flat = images.flatten(2)
-    out = 0
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = ((xi >= 0) & (xi < ww) & (yi >= 0) & (yi < hh)).to(images.dtype)
-            idx = (yi.clamp(0, hh - 1) * ww + xi.clamp(0, ww - 1)).flatten(1)[:, None, :].expand(n, c, -1)
-            out = out + flat.gather(2, idx).view(n, c, *x.shape[1:]) * (wx * wy * inside)[:, None]
-    return out
+    xs = torch.stack([x0, x0 + 1, x0, x0 + 1], dim=1)          # taps: top-left, top-right, bottom-left, bottom-right
+    ys = torch.stack([y0, y0, y0 + 1, y0 + 1], dim=1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=1)
+    weights = weights * ((xs >= 0) & (xs < ww) & (ys >= 0) & (ys < hh)).to(images.dtype)
+    idx = (ys.clamp(0, hh - 1) * ww + xs.clamp(0, ww - 1)).flatten(1)[:, None, :].expand(n, c, -1)
+    taps = images.flatten(2).gather(2, idx).view(n, c, 4, *x.shape[1:])
+    return (taps * weights[:, None]).sum(dim=2)
 
 
 def _warp_where(views: torch.Tensor, m: torch.Tensor, applied: torch.Tensor, padding: str) -> torch.Tensor:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from .clip_model import ClipModel
+from .determinism import reproducible
 from .draws import Draws
 from .flops import count_flops
 from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
@@ -485,13 +486,15 @@ def run(args) -> dict:
         torch.cuda.reset_peak_memory_stats(dev)
         res["cuda_after_build_gb"] = torch.cuda.memory_allocated(dev) / 1e9
     flops = not args.no_flops
-    if "unet" in parts:
-        res.update(bench_unet(st, args.steps, timer, flops, args.warmup))
-    if "inversion" in parts:
-        res.update(bench_inversion(st, args.steps, timer, args.warmup))
-    if "guided" in parts:
-        res.update(bench_guided(st, args.steps, timer, flops, args.seed, parse_clip_batch(args.clip_batch),
-                                 args.warmup))
+    res["deterministic"] = dev.type == "cuda" and not args.fast_cuda
+    with reproducible(dev, not args.fast_cuda):   # what a pipeline run uses (a no-op on the CPU)
+        if "unet" in parts:
+            res.update(bench_unet(st, args.steps, timer, flops, args.warmup))
+        if "inversion" in parts:
+            res.update(bench_inversion(st, args.steps, timer, args.warmup))
+        if "guided" in parts:
+            res.update(bench_guided(st, args.steps, timer, flops, args.seed, parse_clip_batch(args.clip_batch),
+                                     args.warmup))
     res["peak_rss_gb"] = peak_rss_gb()
     res["peak_rss_scope"] = "parts (reset after build)" if hwm_reset else "process lifetime"
     res["process_peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
@@ -556,6 +559,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side (default: tiny 64, medium 128, full 256)")
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of UNet blocks")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (CUDA)")
+    p.add_argument("--fast-cuda", action="store_true",
+                   help="CUDA: fused, non-deterministic kernels (the pipeline's deterministic=False)")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {PARTS}")
     p.add_argument("--clip-batch", default="auto",
                    help="views per CLIP pass with gradients: auto (4 on CPU, all on GPU), none (all) or N")

@@ -18,9 +18,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 @contextlib.contextmanager
-def reproducible(device: torch.device | str):
-    """Deterministic CUDA kernels inside the block (a no-op on other devices)."""
-    if torch.device(device).type != "cuda":
+def reproducible(device: torch.device | str, enabled: bool = True):
+    """Deterministic CUDA kernels inside the block (a no-op on other devices, or when not ``enabled``)."""
+    if not enabled or torch.device(device).type != "cuda":
         yield
         return
     cudnn = torch.backends.cudnn

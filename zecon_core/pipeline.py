@@ -91,15 +91,18 @@ def check_source(model: DiffusionModel, images: torch.Tensor) -> None:
 
 
 def invert(model: DiffusionModel, images: torch.Tensor, *, respacing: str = "50", skip: int = 25,
-           callback: Callback | None = None) -> Inversion:
-    """DDIM-invert [-1, 1] images over the first N - skip respaced steps, on the model's device."""
+           callback: Callback | None = None, deterministic: bool = True) -> Inversion:
+    """DDIM-invert [-1, 1] images over the first N - skip respaced steps, on the model's device.
+
+    ``deterministic``: on CUDA, use deterministic kernels (see ``determinism.reproducible``).
+    """
     s = Schedule.create(respacing)
     s.check_skip(skip)
     check_source(model, images)
     b, _, h, w = images.shape
     check_fits(model, h, w, b)
     x0 = images.to(model.device, torch.float32)
-    with reproducible(model.device):
+    with reproducible(model.device, deterministic):
         latent = run_guarded(lambda: ddim_invert(_denoiser(model, s), x0, s, s.num_steps - skip, callback),
                              "DDIM inversion", h, w, b)
     return Inversion(latent, x0, s, skip, model.name)
@@ -109,12 +112,14 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
                   clip: ClipModel | None, guidance: GuidanceConfig, *, vgg_model: VGGFeatures | None = None,
                   sampler: str = "ddpm", eta: float = 0.0, seed: int | Sequence[int] = 0,
                   start: str = "renoise", exact_guidance_index: bool = False, draws: Draws | None = None,
-                  callback: Callback | None = None) -> torch.Tensor:
+                  callback: Callback | None = None, deterministic: bool = True) -> torch.Tensor:
     """Guided reverse sampling from an inversion; returns [B, 3, H, W] in [-1, 1] on the model's device.
 
     ``start``: ``renoise`` (the original's DDPM start, q_sample(x0, t_start, noise=latent)) or
     ``latent`` (start from the inverted latent itself; the DDIM sampler always does).
     ``seed``: one int (item b gets seed + b) or one per item.
+    ``deterministic``: on CUDA, deterministic kernels, so one seed gives one image (slower attention
+    backward); False allows the faster fused kernels, whose results vary in the last bits.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -147,7 +152,7 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         return sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta, guidance=zecon_guidance,
                       draws=draws, callback=callback, exact_guidance_index=exact_guidance_index)[0]
 
-    with reproducible(dev):
+    with reproducible(dev, deterministic):
         return run_guarded(run, "guided sampling", h, w, batch)
 
 
