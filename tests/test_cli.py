@@ -92,13 +92,14 @@ def test_tiny_end_to_end_writes_labelled_output_and_grid(tmp_path, models_dir, s
 
 def test_cli_matches_python_api(tmp_path, tiny_paths, source_png):
     """The CLI (a subprocess, explicit model files, --json) computes exactly what
-    zecon_core.stylize computes with the same settings."""
+    zecon_core.stylize computes with the same settings; --checkpointing (recompute UNet
+    blocks in the backward) changes no bit."""
     out = tmp_path / "cli.png"
     r = run_cli("stylize", source_png, "--prompt", "an oil painting", "--source-prompt", "Photo",
                 "--model", tiny_paths["unet"], "--clip-model", tiny_paths["clip"], "--vgg-model", tiny_paths["vgg"],
                 "--seed", "3", "--device", "cpu", "--size-policy", "fit_short_side", "--size", "64",
                 "--respacing", "ddim6", "--skip", "3", "--sampler", "ddim", "--n-patch", "2", "--zecon", "250",
-                "--json", "--quiet", "-o", out)
+                "--checkpointing", "--json", "--quiet", "-o", out)
     assert r.returncode == 0, r.stderr
     assert r.stderr == ""  # --quiet
     summary = json.loads(r.stdout)

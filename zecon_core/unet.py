@@ -10,7 +10,12 @@ code, none of which change the math:
 * attention is not always gradient-checkpointed; checkpointing of whole
   blocks is optional (``UNetModel.gradient_checkpointing``) for large images;
 * ``encode`` returns chosen ``input_blocks`` outputs and stops after the
-  deepest one (ZeCon's feature extractor, ``forward_enc`` in the ZeCon code).
+  deepest one (ZeCon's feature extractor, ``forward_enc`` in the ZeCon code);
+* convolutions with frozen weights keep nothing for the backward pass
+  (``Conv1d`` / ``Conv2d`` below): autograd would save each conv's input for a
+  weight gradient that is never asked for. The input gradient is computed by
+  the same kernel, so the values are identical; the UNet keeps about a third
+  fewer activations for the guidance backward.
 """
 
 from __future__ import annotations
@@ -22,6 +27,54 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+
+class _FrozenWeightConv(torch.autograd.Function):
+    """conv(x, w, b) for a weight without gradient: saves only shapes, recomputes nothing.
+
+    Backward is ``aten.convolution_backward`` asked for the input gradient alone, with a
+    zero-stride stand-in for x (only its shape is read), as ``torch.nn.grad.conv2d_input``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, conv, stride, padding, dilation, groups):
+        ctx.weight, ctx.x_shape, ctx.x_dtype = weight, x.shape, x.dtype
+        ctx.settings = stride, padding, dilation, groups
+        return conv(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        stride, padding, dilation, groups = ctx.settings
+        x_shape = grad.new_empty(1).expand(ctx.x_shape)
+        gx = torch.ops.aten.convolution_backward(
+            grad, x_shape, ctx.weight.to(grad.dtype), None, stride, padding, dilation, False,
+            [0] * len(stride), groups, (True, False, False))[0]
+        return gx.to(ctx.x_dtype), None, None, None, None, None, None, None
+
+
+def _frozen_weight_conv(module, conv, x, weight, bias):
+    """``module``'s convolution, through ``_FrozenWeightConv`` when only x needs a gradient."""
+    if (weight.requires_grad or not (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()
+            or module.padding_mode != "zeros" or isinstance(module.padding, str)):
+        return None
+    return _FrozenWeightConv.apply(x, weight, bias, conv, module.stride, module.padding, module.dilation,
+                                   module.groups)
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` (same parameters and keys) that saves nothing when its weight is frozen."""
+
+    def _conv_forward(self, x, weight, bias):
+        y = _frozen_weight_conv(self, F.conv1d, x, weight, bias)
+        return super()._conv_forward(x, weight, bias) if y is None else y
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters and keys) that saves nothing when its weight is frozen."""
+
+    def _conv_forward(self, x, weight, bias):
+        y = _frozen_weight_conv(self, F.conv2d, x, weight, bias)
+        return super()._conv_forward(x, weight, bias) if y is None else y
 
 
 @dataclass(frozen=True)
@@ -101,7 +154,7 @@ class Upsample(nn.Module):
         self.out_channels = out_channels or channels
         self.use_conv = use_conv
         if use_conv:
-            self.conv = nn.Conv2d(channels, self.out_channels, 3, padding=1)
+            self.conv = Conv2d(channels, self.out_channels, 3, padding=1)
 
     def forward(self, x):
         x = F.interpolate(x, scale_factor=2, mode="nearest")
@@ -115,7 +168,7 @@ class Downsample(nn.Module):
         self.out_channels = out_channels or channels
         self.use_conv = use_conv
         if use_conv:
-            self.op = nn.Conv2d(channels, self.out_channels, 3, stride=2, padding=1)
+            self.op = Conv2d(channels, self.out_channels, 3, stride=2, padding=1)
         else:
             self.op = nn.AvgPool2d(kernel_size=2, stride=2)
 
@@ -133,7 +186,7 @@ class ResBlock(TimestepBlock):
         self.out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.in_layers = nn.Sequential(
-            normalization(channels), nn.SiLU(), nn.Conv2d(channels, self.out_channels, 3, padding=1)
+            normalization(channels), nn.SiLU(), Conv2d(channels, self.out_channels, 3, padding=1)
         )
         self.updown = up or down
         if up:
@@ -150,12 +203,12 @@ class ResBlock(TimestepBlock):
             normalization(self.out_channels),
             nn.SiLU(),
             nn.Dropout(p=dropout),
-            nn.Conv2d(self.out_channels, self.out_channels, 3, padding=1),
+            Conv2d(self.out_channels, self.out_channels, 3, padding=1),
         )
         if self.out_channels == channels:
             self.skip_connection = nn.Identity()
         else:
-            self.skip_connection = nn.Conv2d(channels, self.out_channels, 1)
+            self.skip_connection = Conv2d(channels, self.out_channels, 1)
 
     def forward(self, x, emb):
         if self.updown:
@@ -194,8 +247,8 @@ class AttentionBlock(nn.Module):
             self.num_heads = channels // num_head_channels
         self.use_new_attention_order = use_new_attention_order
         self.norm = normalization(channels)
-        self.qkv = nn.Conv1d(channels, channels * 3, 1)
-        self.proj_out = nn.Conv1d(channels, channels, 1)
+        self.qkv = Conv1d(channels, channels * 3, 1)
+        self.proj_out = Conv1d(channels, channels, 1)
 
     def forward(self, x):
         b, c, *spatial = x.shape
@@ -236,7 +289,7 @@ class UNetModel(nn.Module):
             self.label_emb = nn.Embedding(cfg.num_classes, emb_dim)
 
         ch = input_ch = int(cfg.channel_mult[0] * mc)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
+        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skip_chans, ds = [ch], 1
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
@@ -266,7 +319,7 @@ class UNetModel(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepEmbedSequential(*layers))
 
-        self.out = nn.Sequential(normalization(ch), nn.SiLU(), nn.Conv2d(input_ch, cfg.out_channels, 3, padding=1))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(), Conv2d(input_ch, cfg.out_channels, 3, padding=1))
 
     def _embed(self, timesteps, y):
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
