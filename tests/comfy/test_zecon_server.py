@@ -431,6 +431,24 @@ def test_replaced_model_file_is_loaded_again(client):
     assert not np.array_equal(first, _saved(client, entry, save))
 
 
+def test_gradient_checkpointing_loads_another_model_with_the_same_result(client):
+    """The loader's gradient_checkpointing input is part of the model cache key (the model is loaded
+    again) and changes no pixel of the result."""
+    prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
+    loader = _node(prompt, "ZeconDiffusionLoader")
+    save = _node(prompt, "SaveImage")
+    inputs = prompt[_node(prompt, "ZeconStyleTransfer")]["inputs"]
+    inputs["vgg"] = 0.0
+    inputs["seed"] = 77
+    images = {}
+    for ckpt in (False, True):
+        prompt[loader]["inputs"]["gradient_checkpointing"] = ckpt
+        prompt_id, entry, events = _run_listening(client, prompt)
+        assert loader in _executed(events, prompt_id)
+        images[ckpt] = _saved(client, entry, save)
+    assert np.array_equal(images[False], images[True])
+
+
 def test_known_model_label_stays_valid_after_the_file_is_there(client):
     """Shared workflows name known models by their label; once the file is in models/zecon the label stays
     listed and loads the local file (no download: the test server's download address is a closed port)."""
