@@ -37,7 +37,7 @@ def vgg_file_input():
         "vgg_file", options=vgg_options(), default=VGG_AUTO, optional=True,
         tooltip="Where the VGG19 layers come from when the vgg weight is above 0. auto: "
                 "vgg19_zecon_layers.safetensors or torchvision's vgg19-dcbb9e9d.pth in models/zecon, downloaded "
-                "(548 MB, once; the 3 layers used are then kept as a 150 KB file) on first use. Or a VGG19 "
+                "(548 MB, once; the 3 layers used are then kept as a 450 KB file) on first use. Or a VGG19 "
                 "state dict file from models/zecon.")
 
 

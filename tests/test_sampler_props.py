@@ -122,3 +122,20 @@ def test_tiny_stylize_end_to_end_is_fast_finite_and_shaped():
     assert time.perf_counter() - t < 120  # seconds when the machine is idle; generous for shared CI cores
     assert out.shape == x0.shape and torch.isfinite(out).all()
     assert steps == [(k, 5) for k in range(1, 6)]
+
+
+def test_on_losses_reports_every_step_with_the_active_losses():
+    """sample_guided(on_losses=...) gets each step's weighted loss values, before the step callback."""
+    model, clip, vgg = tiny_models()
+    cfg = GuidanceConfig(n_patch=2, vgg=0.0, clip_dir_patch=0.0)
+    inv = invert(model, source_image(), respacing=FAST["respacing"], skip=FAST["skip"])
+    style = encode_style(clip, "a sketch with crayon", "Photo")
+    events = []
+    sample_guided(model, inv, style, clip, cfg, seed=1, on_losses=lambda losses: events.append(("losses", losses)),
+                  callback=lambda k, total, x, pred: events.append(("step", k)))
+    steps = inv.schedule.num_steps - inv.skip
+    assert [e[0] for e in events] == ["losses", "step"] * steps
+    for kind, losses in events[::2]:
+        assert set(losses) >= {"clip_global_patch", "zecon", "mse", "range"}
+        assert not {"vgg", "clip_dir_patch"} & set(losses)
+        assert all(isinstance(v, float) and v == v for v in losses.values())

@@ -34,7 +34,6 @@ path on stdout (or a JSON summary with ``--json``).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -552,34 +551,6 @@ def pick_steps(n: int, k: int) -> list[int]:
 # ---------------------------------------------------------------------------
 # loss values for the progress bar
 # ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _record_guidance(found: list):
-    """Collect the guidance objects ``sample_guided`` builds, to read their ``last_losses``.
-
-    Only the CLI's own process is affected, and only while the block runs; if the core
-    no longer builds guidance through ``pipeline.ZeconGuidance``, nothing is recorded
-    and the bar simply shows no loss values.
-    """
-    from . import pipeline
-
-    base = getattr(pipeline, "ZeconGuidance", None)
-    if not isinstance(base, type):
-        yield
-        return
-
-    class Recording(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            found.append(self)
-
-    Recording.__name__ = Recording.__qualname__ = base.__name__
-    pipeline.ZeconGuidance = Recording
-    try:
-        yield
-    finally:
-        pipeline.ZeconGuidance = base
-
-
 _SHORT = {"clip_global": "glob", "clip_global_patch": "glob_p", "clip_dir": "dir", "clip_dir_patch": "dir_p",
           "zecon": "zecon", "mse": "mse", "vgg": "vgg", "range": "range"}
 
@@ -693,14 +664,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     n_sample = schedule.num_steps - skip
     bar_opts = dict(file=sys.stderr, disable=quiet, dynamic_ncols=True, leave=True)
     snapshots: list[tuple[int, torch.Tensor]] = []
-    guidances: list = []
 
     def on_invert(step, total, x, pred_x0):
         inv_bar.update(1)
 
+    def on_losses(losses):
+        if losses:
+            sample_bar.set_postfix_str(_loss_postfix(losses), refresh=False)
+
     def on_sample(step, total, x, pred_x0):
-        if guidances and guidances[-1].last_losses:
-            sample_bar.set_postfix_str(_loss_postfix(guidances[-1].last_losses), refresh=False)
         sample_bar.update(1)
         if grid_path is not None:
             snapshots.append((step, pred_x0[:1].detach().float().cpu()))
@@ -708,9 +680,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     style = encode_style(clip, args.prompt, args.source_prompt) if cfg.uses_clip else None
     with tqdm(total=n_invert, desc="invert ", unit="step", **bar_opts) as inv_bar:
         inv = invert(model, source, respacing=respacing, skip=skip, callback=on_invert)
-    with tqdm(total=n_sample, desc="stylize", unit="step", **bar_opts) as sample_bar, _record_guidance(guidances):
+    with tqdm(total=n_sample, desc="stylize", unit="step", **bar_opts) as sample_bar:
         out = sample_guided(model, inv, style, clip, cfg, vgg_model=vgg_model, sampler=args.sampler,
-                            eta=args.eta, seed=args.seed, callback=on_sample).cpu()
+                            eta=args.eta, seed=args.seed, callback=on_sample, on_losses=on_losses).cpu()
     seconds = time.monotonic() - t_start
 
     # -- write

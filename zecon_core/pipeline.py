@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -112,7 +112,8 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
                   clip: ClipModel | None, guidance: GuidanceConfig, *, vgg_model: VGGFeatures | None = None,
                   sampler: str = "ddpm", eta: float = 0.0, seed: int | Sequence[int] = 0,
                   start: str = "renoise", exact_guidance_index: bool = False, draws: Draws | None = None,
-                  callback: Callback | None = None, deterministic: bool = True) -> torch.Tensor:
+                  callback: Callback | None = None, deterministic: bool = True,
+                  on_losses: Callable[[dict[str, float]], None] | None = None) -> torch.Tensor:
     """Guided reverse sampling from an inversion; returns [B, 3, H, W] in [-1, 1] on the model's device.
 
     ``start``: ``renoise`` (the original's DDPM start, q_sample(x0, t_start, noise=latent)) or
@@ -120,6 +121,8 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
     ``seed``: one int (item b gets seed + b) or one per item.
     ``deterministic``: on CUDA, deterministic kernels, so one seed gives one image (slower attention
     backward); False allows the faster fused kernels, whose results vary in the last bits.
+    ``on_losses``: called after every step with that step's weighted loss values (empty when
+    no guidance runs), before ``callback``.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -148,9 +151,15 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
     if zecon_guidance is not None:
         check_fits(model, h, w, batch, guidance, clip)
 
+    def step_done(step, total, x_t, pred_x0):
+        if on_losses is not None:
+            on_losses(dict(zecon_guidance.last_losses) if zecon_guidance is not None else {})
+        if callback is not None:
+            callback(step, total, x_t, pred_x0)
+
     def run():
         return sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta, guidance=zecon_guidance,
-                      draws=draws, callback=callback, exact_guidance_index=exact_guidance_index)[0]
+                      draws=draws, callback=step_done, exact_guidance_index=exact_guidance_index)[0]
 
     with reproducible(dev, deterministic):
         return run_guarded(run, "guided sampling", h, w, batch)
