@@ -13,8 +13,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_DIR = REPO
@@ -55,18 +53,6 @@ def write_models(folder: Path) -> Path:
     return Path(folder)
 
 
-def write_sample_image(path: Path, size=(96, 80), seed: int = 0) -> Path:
-    """A smooth colourful test picture (used when assets/sample.png is not in the repo)."""
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    img = np.stack([0.5 + 0.5 * np.sin(xx / 9 + 1), 0.5 + 0.5 * np.cos(yy / 7), (xx + yy) / (w + h)], -1)
-    img = np.clip(img + 0.05 * rng.standard_normal(img.shape), 0, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((img * 255).astype(np.uint8)).save(path)
-    return path
-
-
 _ENV: dict = {}
 
 
@@ -87,10 +73,9 @@ def start_server(comfy_server_factory, tmp_path_factory):
 
 
 def ensure_sample(server) -> Path:
-    """The pack copies assets/sample.png to the input folder at import; without that asset, write one."""
+    """The sample image the shipped workflows load: the pack copies assets/sample.png into the input folder."""
     target = Path(server.input_dir) / SAMPLE_NAME
-    if not target.is_file():
-        write_sample_image(target)
+    assert target.is_file(), f"the pack did not put {SAMPLE_NAME} into {server.input_dir}"
     return target
 
 
