@@ -310,11 +310,28 @@ def _mean(xs):
     return statistics.fmean(xs) if xs else None
 
 
+def _time_runs(fn, name: str, steps: int, timer: PhaseTimer, flops: bool, warmup: int) -> dict:
+    """``{name}_s`` (mean), ``{name}_all_s`` of ``fn()`` over ``steps`` after ``warmup`` runs;
+    ``{name}_flops`` counted in the first run when ``flops``."""
+    times, out = [], {}
+    for k in range(warmup + steps):
+        timer.sync()
+        t0 = time.perf_counter()
+        if k == 0 and flops:
+            with count_flops() as c:
+                fn()
+            out[f"{name}_flops"] = c.total
+        else:
+            fn()
+        timer.sync()
+        if k >= warmup:
+            times.append(time.perf_counter() - t0)
+    return {**out, f"{name}_s": _mean(times), f"{name}_all_s": times}
+
+
 def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool, warmup: int = 1) -> dict:
     m, x = st.model, st.source
     t = st.schedule.model_timesteps(20, x.shape[0], x.device)
-    fwd, fwd_bwd = [], []
-    out = {}
     g = torch.Generator().manual_seed(1)
     weight = torch.randn((x.shape[0], 2 * x.shape[1], *x.shape[2:]), generator=g).to(x.device)
 
@@ -327,32 +344,8 @@ def bench_unet(st: Setup, steps: int, timer: PhaseTimer, flops: bool, warmup: in
         y = m(xx, t)
         torch.autograd.grad((y * weight).sum(), xx)
 
-    for k in range(warmup + steps):
-        timer.sync()
-        t0 = time.perf_counter()
-        if k == 0 and flops:
-            with count_flops() as c:
-                forward()
-            out["unet_fwd_flops"] = c.total
-        else:
-            forward()
-        timer.sync()
-        if k >= warmup:
-            fwd.append(time.perf_counter() - t0)
-    for k in range(warmup + steps):
-        timer.sync()
-        t0 = time.perf_counter()
-        if k == 0 and flops:
-            with count_flops() as c:
-                forward_backward()
-            out["unet_fwd_bwd_flops"] = c.total
-        else:
-            forward_backward()
-        timer.sync()
-        if k >= warmup:
-            fwd_bwd.append(time.perf_counter() - t0)
-    out.update(unet_fwd_s=_mean(fwd), unet_fwd_bwd_s=_mean(fwd_bwd), unet_fwd_all_s=fwd, unet_fwd_bwd_all_s=fwd_bwd)
-    return out
+    return {**_time_runs(forward, "unet_fwd", steps, timer, flops, warmup),
+            **_time_runs(forward_backward, "unet_fwd_bwd", steps, timer, flops, warmup)}
 
 
 def _denoiser(st: Setup, timer: PhaseTimer | None = None):
