@@ -728,13 +728,13 @@ def _present(entry, folder: Path) -> str | None:
         if (folder / name).is_file():
             return str(folder / name)
     if entry.managed_by_open_clip:
-        try:
+        try:   # open_clip's cache; huggingface_hub comes with open_clip but is not ours to require
             from huggingface_hub import try_to_load_from_cache
-            hit = try_to_load_from_cache(entry.hf_repo_id, entry.filename)
-            if isinstance(hit, str):
-                return hit
-        except Exception:
-            pass
+        except ImportError:
+            return None
+        hit = try_to_load_from_cache(entry.hf_repo_id, entry.filename)
+        if isinstance(hit, str):
+            return hit
     return None
 
 

@@ -159,18 +159,19 @@ class ManualDownloadRequired(DownloadError):
 # ---------------------------------------------------------------------------
 # small helpers
 # ---------------------------------------------------------------------------
-def sha256_file(path: str | os.PathLike, *, tick: Callable[[], None] | None = None) -> str:
-    """Hex SHA256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
+def _hash_into(hasher, path: str | os.PathLike, tick: Callable[[], None] | None = None):
+    """Feed the file at ``path`` to ``hasher`` in 1 MiB blocks (``tick()`` after each); returns ``hasher``."""
     with open(path, "rb") as f:
-        while True:
-            block = f.read(_HASH_BLOCK)
-            if not block:
-                break
-            h.update(block)
+        while block := f.read(_HASH_BLOCK):
+            hasher.update(block)
             if tick is not None:
                 tick()
-    return h.hexdigest()
+    return hasher
+
+
+def sha256_file(path: str | os.PathLike, *, tick: Callable[[], None] | None = None) -> str:
+    """Hex SHA256 of a file, read in 1 MiB blocks."""
+    return _hash_into(hashlib.sha256(), path, tick).hexdigest()
 
 
 def _check_url(url: str) -> str:
@@ -338,11 +339,8 @@ class _Reporter:
         if not self._want_bar:
             return
         if self._bar is None:
-            try:
-                from tqdm import tqdm  # optional
-            except Exception:
-                self._want_bar = False
-                return
+            from tqdm import tqdm
+
             self._bar = tqdm(
                 total=total, initial=done, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=self._desc, leave=True, dynamic_ncols=True,
@@ -614,13 +612,7 @@ def _fetch_once(url: str, part: Path, spec: _Spec, *, lock: _PartLock, report: _
         start = 0
     hasher = hashlib.sha256()
     if start:
-        with open(part, "rb") as f:
-            while True:
-                block = f.read(_HASH_BLOCK)
-                if not block:
-                    break
-                hasher.update(block)
-                lock.heartbeat()
+        _hash_into(hasher, part, lock.heartbeat)
         if spec.size is not None and start == spec.size:
             report(start, spec.size)
             return _finish_part(part, hasher, spec)
