@@ -517,20 +517,15 @@ def table(res: dict) -> str:
     ]
     for name, v in (res.get("guided_phases_s") or {}).items():
         rows.append((f"  {name}", f(v)))
-    if "guided_step_x_unet_fwd_bwd" in res:
-        rows.append(("guided step / UNet fwd+bwd", f"{res['guided_step_x_unet_fwd_bwd']:.2f}x"))
-    if "guided_step_flops" in res:
-        rows.append(("guided step FLOPs", f"{res['guided_step_flops'] / 1e12:.3f} TFLOP"))
-    if "unet_fwd_bwd_flops" in res:
-        rows.append(("UNet fwd+bwd FLOPs", f"{res['unet_fwd_bwd_flops'] / 1e12:.3f} TFLOP"))
-    if "guided_step_gflops_per_s" in res:
-        rows.append(("guided step GFLOP/s", f"{res['guided_step_gflops_per_s']:.1f}"))
-    if "unet_fwd_bwd_gflops_per_s" in res:
-        rows.append(("UNet fwd+bwd GFLOP/s", f"{res['unet_fwd_bwd_gflops_per_s']:.1f}"))
-    if "guided_step_x_floor" in res:
-        rows.append(("guided step / FLOP floor", f"{res['guided_step_x_floor']:.2f}x"))
-    if "per_image_estimate_s" in res:
-        rows.append(("per image (README: 25+25)", f(res["per_image_estimate_s"])))
+    rows += [(label, show(res[key])) for key, label, show in (
+        ("guided_step_x_unet_fwd_bwd", "guided step / UNet fwd+bwd", lambda v: f"{v:.2f}x"),
+        ("guided_step_flops", "guided step FLOPs", lambda v: f"{v / 1e12:.3f} TFLOP"),
+        ("unet_fwd_bwd_flops", "UNet fwd+bwd FLOPs", lambda v: f"{v / 1e12:.3f} TFLOP"),
+        ("guided_step_gflops_per_s", "guided step GFLOP/s", lambda v: f"{v:.1f}"),
+        ("unet_fwd_bwd_gflops_per_s", "UNet fwd+bwd GFLOP/s", lambda v: f"{v:.1f}"),
+        ("guided_step_x_floor", "guided step / FLOP floor", lambda v: f"{v:.2f}x"),
+        ("per_image_estimate_s", "per image (README: 25+25)", f),
+    ) if key in res]
     rows.append(("peak RSS", f(res.get("peak_rss_gb"), "GB")))
     if "peak_cuda_gb" in res:
         rows.append(("peak CUDA", f(res["peak_cuda_gb"], "GB")))
