@@ -52,29 +52,29 @@ class _FrozenWeightConv(torch.autograd.Function):
         return gx.to(ctx.x_dtype), None, None, None, None, None, None, None
 
 
-def _frozen_weight_conv(module, conv, x, weight, bias):
-    """``module``'s convolution, through ``_FrozenWeightConv`` when only x needs a gradient."""
-    if (weight.requires_grad or not (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()
-            or module.padding_mode != "zeros" or isinstance(module.padding, str)):
-        return None
-    return _FrozenWeightConv.apply(x, weight, bias, conv, module.stride, module.padding, module.dilation,
-                                   module.groups)
+class _SavesNothingWhenFrozen:
+    """Mixin for torch's conv modules: when only x needs a gradient, run through ``_FrozenWeightConv``."""
+
+    functional = None   # F.conv1d / F.conv2d
+
+    def _conv_forward(self, x, weight, bias):
+        if (weight.requires_grad or not (torch.is_grad_enabled() and x.requires_grad) or torch.compiler.is_compiling()
+                or self.padding_mode != "zeros" or isinstance(self.padding, str)):
+            return super()._conv_forward(x, weight, bias)
+        return _FrozenWeightConv.apply(x, weight, bias, self.functional, self.stride, self.padding, self.dilation,
+                                       self.groups)
 
 
-class Conv1d(nn.Conv1d):
+class Conv1d(_SavesNothingWhenFrozen, nn.Conv1d):
     """``nn.Conv1d`` (same parameters and keys) that saves nothing when its weight is frozen."""
 
-    def _conv_forward(self, x, weight, bias):
-        y = _frozen_weight_conv(self, F.conv1d, x, weight, bias)
-        return super()._conv_forward(x, weight, bias) if y is None else y
+    functional = staticmethod(F.conv1d)
 
 
-class Conv2d(nn.Conv2d):
+class Conv2d(_SavesNothingWhenFrozen, nn.Conv2d):
     """``nn.Conv2d`` (same parameters and keys) that saves nothing when its weight is frozen."""
 
-    def _conv_forward(self, x, weight, bias):
-        y = _frozen_weight_conv(self, F.conv2d, x, weight, bias)
-        return super()._conv_forward(x, weight, bias) if y is None else y
+    functional = staticmethod(F.conv2d)
 
 
 @dataclass(frozen=True)
