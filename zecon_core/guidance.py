@@ -1,10 +1,21 @@
-"""ZeCon guidance: the gradient that steers each reverse step (the original's ``cond_fn``).
+"""ZeCon guidance, shared by both backbones: the gradient that steers each reverse step.
 
-At respaced index i with f = sqrt(1 - ᾱ_i), the output side is the blend
-x̂ = x̂0 f + x_i (1 - f) of the predicted clean image and the current sample;
-the source side of each loss is ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)
-with a fresh ε per loss. The total loss L = Σ λ_k L_k (paper eq. 8) is
-differentiated through x̂ (and so through the UNet) with respect to x_i, and
+The loss terms (paper eq. 8: CLIP global / patch / directional, ZeCon PatchNCE,
+MSE, VGG, range) are written once, here, against a :class:`LossView` - what
+the losses see of one step's output and what they compare it with. The two
+backbones differ only in how they build that view:
+
+* pixel ADM (the original's ``cond_fn``, :meth:`ZeconGuidance.__call__`): at
+  respaced index i with f = sqrt(1 - ᾱ_i), the output side is the blend
+  x̂ = x̂0 f + x_i (1 - f) of the predicted clean image and the current sample;
+  the source side of each loss is ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)
+  with a fresh ε per loss; everything is in pixel space.
+* latent SD (``zecon_core.latent``): CLIP, VGG and range see the decoded
+  prediction, ZeCon and MSE see the predicted clean latent itself; the source
+  side is the source latent and its decoded image.
+
+The total loss L = Σ λ_k L_k is differentiated with respect to whatever the
+view was computed from (x_i through the UNet, or the prediction alone), and
 -∇L is returned.
 """
 
@@ -12,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
 
@@ -105,6 +117,27 @@ class GuidanceInputs:
     source_embeds: torch.Tensor     # [B or 1, E]
 
 
+@dataclass(eq=False)
+class LossView:
+    """What the losses see of one step's output, and what they compare it with.
+
+    ``image``: [B, 3, H, W] in [-1, 1], seen by the CLIP and VGG losses;
+    ``content``: seen by the ZeCon features and the MSE loss (the same tensor as
+    ``image`` for the pixel backbone, the predicted clean latent for the latent one);
+    ``range_input``: what the range loss keeps in [-1, 1];
+    ``source(loss)``: the source counterpart for ``loss``, in the space that loss works in
+    (called once per loss and step, in the order of the losses, so per-loss draws stay in order).
+    """
+
+    image: torch.Tensor
+    content: torch.Tensor
+    range_input: torch.Tensor
+    source: Callable[[str], torch.Tensor]
+
+
+CONTENT_LOSSES = ("zecon", "mse")   # the losses that see LossView.content; the others see the image
+
+
 def blend_factor(s: Schedule, i: int) -> float:
     """f = sqrt(1 - ᾱ_i) of the respaced schedule (a Python float, as the original's numpy scalar)."""
     return float(s.arrays["sqrt_one_minus_alphas_cumprod"][i])
@@ -159,37 +192,54 @@ class ZeconGuidance:
             raise ValueError("the ZeCon loss is on but no UNet feature extractor was given")
 
     def __call__(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor):
-        """-∇_x L and the weighted loss values.
+        """-∇_x L and the weighted loss values of the pixel backbone (the original's ``cond_fn``)."""
+        return self.gradient(self.pixel_view(x, i, pred_x0), x, self._on(i), i)
+
+    def pixel_view(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor) -> LossView:
+        """The pixel backbone's view: x̂ = x̂0 f + x_i (1 - f) against ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)."""
+        x_in = output_blend(self.s, i, pred_x0, x)
+        x0 = self.inputs.source
+
+        def source(loss):
+            return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
+
+        return LossView(x_in, x_in, pred_x0, source)
+
+    def gradient(self, view: LossView, wrt: torch.Tensor, on: dict[str, bool], i: int):
+        """-∇_wrt L and the weighted loss values for the losses switched ``on``.
 
         The backward pass is staged (the chain rule, in pieces): every group of loss terms
-        (the CLIP terms, ZeCon, MSE, VGG) is differentiated down to the blended image x̂ as
-        soon as it is computed, which frees its graph; the summed ∂L/∂x̂ then goes through
-        the blend and the UNet once, together with the range term. Same gradient as one
-        backward of the summed loss (up to the order of float additions at x̂); the peak
-        memory holds the UNet graph and one loss graph, not all of them at once.
+        (the CLIP terms, ZeCon, MSE, VGG) is differentiated down to the tensor it sees
+        (``view.image`` or ``view.content``) as soon as it is computed, which frees its graph;
+        the summed gradients then go through the view (the blend and the UNet, or the decoder)
+        once, together with the range term. Same gradient as one backward of the summed loss
+        (up to the order of float additions at the view); the peak memory holds the graph of
+        the view and one loss graph, not all of them at once. ``i`` keys the random draws.
         """
-        x_in = output_blend(self.s, i, pred_x0, x)
-        leaf = x_in.detach().requires_grad_()
-        on = self._on(i)
-        g_in, losses = None, {}
-        for group in self._groups(leaf, i, on, self._clip_chunk(leaf)):
+        image = view.image.detach().requires_grad_()
+        content = image if view.content is view.image else view.content.detach().requires_grad_()
+        leaf_of = {"image": (image, view.image), "content": (content, view.content)}
+        staged, losses = {}, {}   # id(leaf) -> [view tensor, its gradient]
+        for space, group in self._groups(image, content, view.source, i, on, self._clip_chunk(image)):
+            leaf, seen = leaf_of[space]
             (g,) = self._grad(sum(group.values()), leaf)
-            g_in = g if g_in is None else g_in + g
+            if id(leaf) in staged:
+                staged[id(leaf)][1] = staged[id(leaf)][1] + g
+            else:
+                staged[id(leaf)] = [seen, g]
             losses.update({k: v.detach() for k, v in group.items() if k != _SURROGATE})
             del group, g
-        outputs, grads = [], []
-        if g_in is not None:
-            outputs.append(x_in)
-            grads.append(g_in)
+        outputs = [seen for seen, _ in staged.values()]
+        grads = [g for _, g in staged.values()]
         if on["range"]:
-            r = self.cfg.weights["range"] * L.range_loss(pred_x0).sum()
+            r = self.cfg.weights["range"] * L.range_loss(view.range_input).sum()
             losses["range"] = r.detach()
             outputs.append(r)
             grads.append(torch.ones_like(r))
         if not outputs:
             self.last_losses = {}
-            return torch.zeros_like(x), self.last_losses
-        grad = -self._grad(outputs, x, grads)[0]
+            return torch.zeros_like(wrt), self.last_losses
+        grad = -self._grad(outputs, wrt, grads)[0]
         self.last_losses = {k: float(v) for k, v in losses.items()}
         return grad, self.last_losses
 
@@ -202,48 +252,51 @@ class ZeconGuidance:
             return CPU_CLIP_BATCH if like.device.type == "cpu" else None
         return self.clip_batch
 
+    def weights_on(self, only: str | None = None) -> dict[str, bool]:
+        """Which losses have a weight > 0 (all, or only ``only``)."""
+        return {k: v > 0 and (only is None or k == only) for k, v in self.cfg.weights.items()}
+
     def _on(self, i: int, only: str | None = None) -> dict[str, bool]:
-        cfg = self.cfg
-        on = {k: v > 0 and (only is None or k == only) for k, v in cfg.weights.items()}
-        on["mse"] &= i < cfg.mse_max_t
-        on["vgg"] &= i < cfg.vgg_max_t
+        """The pixel backbone's losses at respaced index ``i``: MSE and VGG stop at their cut-offs."""
+        on = self.weights_on(only)
+        on["mse"] &= i < self.cfg.mse_max_t
+        on["vgg"] &= i < self.cfg.vgg_max_t
         return on
 
     def terms(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor, only: str | None = None) -> dict[str, torch.Tensor]:
-        """Weighted loss terms (each summed over the batch) at respaced index ``i``."""
-        on = self._on(i, only)
+        """Weighted loss terms (each summed over the batch) at respaced index ``i`` (pixel backbone)."""
+        return self.view_terms(self.pixel_view(x, i, pred_x0), self._on(i, only), i)
+
+    def view_terms(self, view: LossView, on: dict[str, bool], i: int) -> dict[str, torch.Tensor]:
+        """Weighted loss terms (each summed over the batch) of a view, without any backward."""
         out = {}
-        for group in self._groups(output_blend(self.s, i, pred_x0, x), i, on):
+        for _, group in self._groups(view.image, view.content, view.source, i, on):
             out.update(group)
         if on["range"]:
-            out["range"] = self.cfg.weights["range"] * L.range_loss(pred_x0).sum()
+            out["range"] = self.cfg.weights["range"] * L.range_loss(view.range_input).sum()
         return out
 
-    def _groups(self, x_in: torch.Tensor, i: int, on: dict[str, bool], chunk: int | None = None):
-        """The loss terms of the blended output ``x_in`` (all but range), one dict per group, in draw order.
+    def _groups(self, image: torch.Tensor, content: torch.Tensor, source, i: int, on: dict[str, bool],
+                chunk: int | None = None):
+        """The loss terms of a view (all but range) as (space, terms) pairs in draw order.
 
+        ``space`` says which tensor the terms see: "image" (CLIP, VGG) or "content" (ZeCon, MSE).
         With ``chunk`` (staged backward only) the CLIP group may carry a gradient surrogate under
         ``_SURROGATE`` beside detached loss values.
         """
         w = self.cfg.weights
-        x0 = self.inputs.source
-        batch = x_in.shape[0]
-
-        def source_for(loss):
-            return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
-
         if any(on[k] for k in CLIP_LOSSES):
-            yield self._clip_terms(x_in, i, on, source_for, batch, chunk)
+            yield "image", self._clip_terms(image, i, on, source, image.shape[0], chunk)
         if on["zecon"]:
-            y_in = source_for("zecon")
-            yield {"zecon": w["zecon"] * self._zecon(x_in, y_in, i).sum()}
+            y_in = source("zecon")
+            yield "content", {"zecon": w["zecon"] * self._zecon(content, y_in, i).sum()}
         if on["mse"]:
-            yield {"mse": w["mse"] * L.mse(x_in, source_for("mse")).sum()}
+            yield "content", {"mse": w["mse"] * L.mse(content, source("mse")).sum()}
         if on["vgg"]:
-            y_in = source_for("vgg")
+            y_in = source("vgg")
             with torch.no_grad():
                 fy = self.vgg(y_in)
-            yield {"vgg": w["vgg"] * L.vgg_perceptual(self.vgg(x_in), fy).sum()}
+            yield "image", {"vgg": w["vgg"] * L.vgg_perceptual(self.vgg(image), fy).sum()}
 
     def _views(self, i, key, image, crop):
         cfg, batch = self.cfg, image.shape[0]
@@ -358,14 +411,19 @@ class ZeconGuidance:
         ])
 
     def diagnose(self, x: torch.Tensor, i: int, pred_x0_fn) -> str:
-        """Name the loss whose value or gradient is not finite (recomputes each loss alone)."""
+        """Name the loss whose value or gradient is not finite (pixel backbone; recomputes each loss alone)."""
+        return self.diagnose_view(x, i, lambda xx: self.pixel_view(xx, i, pred_x0_fn(xx)), lambda only: self._on(i, only))
+
+    def diagnose_view(self, wrt: torch.Tensor, i: int, view_of, on_for) -> str:
+        """Name the loss whose value or gradient is not finite: ``view_of(wrt) -> LossView``,
+        ``on_for(loss) -> on`` (that loss alone)."""
         bad = []
         for loss in LOSS_NAMES:
             if self.cfg.weights[loss] <= 0:
                 continue
             with torch.enable_grad():
-                xx = x.detach().requires_grad_()
-                term = self.terms(xx, i, pred_x0_fn(xx), only=loss).get(loss)
+                xx = wrt.detach().requires_grad_()
+                term = self.view_terms(view_of(xx), on_for(loss), i).get(loss)
                 if term is None:
                     continue
                 if not torch.isfinite(term):
