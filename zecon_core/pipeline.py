@@ -165,6 +165,20 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         return run_guarded(run, "guided sampling", h, w, batch)
 
 
+def check_style(style: StylePrompt | None, clip: ClipModel | None, batch: int) -> None:
+    """Raise ``ValueError`` unless ``style`` and ``clip`` can drive the CLIP losses of a batch (either backbone)."""
+    if style is None or clip is None:
+        raise ValueError("the CLIP losses are on: a style prompt and a CLIP model are needed")
+    if any(not t.strip() for t in style.target):
+        raise ValueError("the target prompt is empty; write a style, or set every CLIP weight to 0 "
+                         "to guide by content only")
+    if style.clip_name != clip.name:
+        raise ValueError(f"the style prompt was encoded with CLIP {style.clip_name}, "
+                         f"but the sampler got CLIP {clip.name}")
+    if len(style) not in (1, batch):
+        raise ValueError(f"{len(style)} style prompts for a batch of {batch} images")
+
+
 def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch):
     if not cfg.active:
         warnings.warn("all guidance weights are 0: the result is a plain reconstruction of the source", stacklevel=3)
@@ -172,16 +186,7 @@ def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, b
     dev = x0.device
     tgt = src = torch.zeros(1, 1, device=dev)
     if cfg.uses_clip:
-        if style is None or clip is None:
-            raise ValueError("the CLIP losses are on: a style prompt and a CLIP model are needed")
-        if any(not t.strip() for t in style.target):
-            raise ValueError("the target prompt is empty; write a style, or set every CLIP weight to 0 "
-                             "to guide by content only")
-        if style.clip_name != clip.name:
-            raise ValueError(f"the style prompt was encoded with CLIP {style.clip_name}, "
-                             f"but the sampler got CLIP {clip.name}")
-        if len(style) not in (1, batch):
-            raise ValueError(f"{len(style)} style prompts for a batch of {batch} images")
+        check_style(style, clip, batch)
         tgt, src = style.target_embeds.to(dev), style.source_embeds.to(dev)
     inputs = GuidanceInputs(x0, tgt, src)
     clip_dtype = model.autocast_dtype() if cfg.uses_clip else None

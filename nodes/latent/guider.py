@@ -1,0 +1,152 @@
+"""ZeCon Guider: a GUIDER for SamplerCustomAdvanced that steers the user's SD model with the ZeCon losses.
+
+Only ``CFGGuider.predict_noise`` is overridden (it returns ComfyUI's denoised prediction):
+outside the guidance window, or with every weight at 0, it is CFGGuider's own; inside, the
+prediction goes through ``zecon_core.latent.LatentGuidance``. The per-run state (copies of
+the encoder blocks and the decoder, the decoded source, the seeded draws) lives in the
+sampler's per-run ``model_options`` and is built at the first guided call, after ComfyUI
+has loaded the model with its patches.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+
+import comfy.samplers
+import torch
+
+from ...zecon_core.clip_model import ClipModel
+from ...zecon_core.draws import Draws
+from ...zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+from ...zecon_core.latent import LatentGuidance, LatentSource
+from ...zecon_core.pipeline import StylePrompt, check_style
+from ..device import plain
+from . import backbone as B
+
+RUN_KEY = "zecon_latent_run"
+
+
+@dataclass(eq=False)
+class GuiderPlan:
+    """Everything the guider needs besides ComfyUI's model and conditioning."""
+
+    config: GuidanceConfig           # zecon_layers already resolved for this UNet
+    source: torch.Tensor             # the source LATENT's samples (VAE space) [B or 1, C, h, w]
+    decoder: str                     # "taesd" | "vae"
+    mode: str                        # "shortcut" | "full"
+    start: float                     # guidance window, fractions of the steps
+    end: float
+    seed: int
+    strength: float = 1.0
+    taesd_path: str | None = None
+    vae: object = None
+    clip: ClipModel | None = None
+    style: StylePrompt | None = None
+    vgg: torch.nn.Module | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.config.active and self.strength > 0 and self.end > self.start
+
+    def guided_at(self, fraction: float) -> bool:
+        return self.active and self.start <= fraction < self.end
+
+
+def step_position(sample_sigmas: torch.Tensor | None, sigma: torch.Tensor) -> tuple[int, float]:
+    """(step index, fraction of the steps done) of a model call at noise level ``sigma``."""
+    if sample_sigmas is None or sample_sigmas.numel() < 2:
+        return 0, 0.0
+    s = float(sigma.flatten()[0])
+    k = int((sample_sigmas[:-1].float() > s * (1 + 1e-4)).sum())
+    return k, k / (sample_sigmas.numel() - 1)
+
+
+def source_cached(features, source_latent: torch.Tensor):
+    """``features`` that computes the fixed source's features once per run."""
+    cache: dict = {}
+
+    def cached(z, layers):
+        if z is not source_latent:
+            return features(z, layers)
+        key = tuple(sorted(set(layers)))
+        if key not in cache:
+            with torch.no_grad():
+                cache[key] = features(z, layers)
+        return cache[key]
+
+    return cached
+
+
+class ZeconCFGGuider(comfy.samplers.CFGGuider):
+    """CFGGuider whose denoised prediction is shifted by the ZeCon guidance (``plan``)."""
+
+    def __init__(self, model_patcher, plan: GuiderPlan):
+        super().__init__(model_patcher)
+        self.plan = plan
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        sigmas = model_options.get("transformer_options", {}).get("sample_sigmas")
+        step, fraction = step_position(sigmas, timestep)
+        if not self.plan.guided_at(fraction):
+            return super().predict_noise(x, timestep, model_options, seed)
+        with torch.inference_mode(False):
+            guidance = model_options.get(RUN_KEY)
+            if guidance is None:
+                guidance = model_options[RUN_KEY] = self._start_run(x)
+            guided_options = dict(model_options)
+            guided_options["transformer_options"] = B.with_differentiable_attention(
+                model_options.get("transformer_options", {}))
+
+            def denoise(xx):
+                return comfy.samplers.sampling_function(
+                    self.inner_model, xx, timestep, self.conds.get("negative"), self.conds.get("positive"),
+                    self.cfg, model_options=guided_options, seed=seed)
+
+            out, _ = guidance(denoise, x, timestep, step, self.plan.mode)
+        return out
+
+    def _start_run(self, x: torch.Tensor) -> LatentGuidance:
+        plan, base, dev = self.plan, self.inner_model, x.device
+        batch = x.shape[0]
+        z_src = base.process_latent_in(plain(plan.source).to(dev, torch.float32))
+        check_source_latent(z_src, x)
+        if plan.decoder == "vae":
+            decode = B.vae_decoder(plan.vae, base, dev)
+        else:
+            decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
+        source = LatentSource.decoded(z_src, decode)
+        cfg = plan.config
+        context, y = B.uncond_inputs(self.conds)
+        features = None
+        if cfg.zecon > 0:
+            features = source_cached(B.EncoderFeatures(base, cfg.zecon_layers, plain(context),
+                                                       None if y is None else plain(y), dev), z_src)
+        tgt = src = torch.zeros(1, 1, device=dev)
+        clip = None
+        if cfg.uses_clip:
+            check_style(plan.style, plan.clip, batch)
+            clip = on_device(plan.clip, dev)
+            tgt, src = plan.style.target_embeds.to(dev), plan.style.source_embeds.to(dev)
+        vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
+        draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
+        losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src), draws,
+                               features=features, clip=clip, vgg=vgg)
+        return LatentGuidance(losses, decode, source, strength=plan.strength)
+
+
+def check_source_latent(z_src: torch.Tensor, x: torch.Tensor) -> None:
+    if z_src.shape[1:] != x.shape[1:]:
+        raise ValueError(f"source: the source latent is {tuple(z_src.shape[1:])} (channels, height, width) but the "
+                         f"sampled latent is {tuple(x.shape[1:])}: encode the same picture at the same size")
+    if z_src.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"source: {z_src.shape[0]} source latents for a batch of {x.shape[0]}")
+
+
+def on_device(clip: ClipModel, device) -> ClipModel:
+    """The CLIP model on ``device``: itself if it is there, else a copy (the original stays where it is)."""
+    if clip.device == torch.device(device):
+        return clip
+    with torch.inference_mode(False):
+        return dataclasses.replace(clip, model=copy.deepcopy(clip.model).to(device))

@@ -1,0 +1,125 @@
+"""The guided denoised prediction of the latent backbone.
+
+k-diffusion convention: x = z0 + σ ε, a denoiser D(x, σ) ≈ z0, and guidance by a loss L
+shifts the prediction, D' = D − σ² ∇_x L. For Euler / DDIM this is the original's DDIM
+guidance (``condition_score``, Dhariwal & Nichol 2021, eq. 14): shifting ε̂ by
+−√(1 − ᾱ) ∇_{x_t} L moves x̂0 by −σ² ∇_x L in x = x_t / √ᾱ. Any ComfyUI sampler takes D'.
+
+The losses are the shared ones (:meth:`zecon_core.guidance.ZeconGuidance.gradient`, paper
+eq. 8) on this view of the prediction ẑ0: CLIP, VGG and range on the decoded image
+decode(ẑ0); ZeCon (PatchNCE on the UNet encoder's features at t = 0, eq. 7) and MSE on ẑ0
+itself, against the clean source latent; the image side of the source is decode(source latent).
+
+Modes:
+
+* ``shortcut``: ∇_{ẑ0} L stands in for ∇_x L (∂ẑ0/∂x ≈ I, as in MPGD / RB-Modulation):
+  no backward through the diffusion UNet.
+* ``full``: ∇_x L = (∂ẑ0/∂x)ᵀ ∇_{ẑ0} L through the UNet, as the original differentiates
+  through the ADM UNet. Both modes compute the same ∇_{ẑ0} L first.
+
+Scale: every loss is a mean, so its gradient per latent element shrinks with the number of
+elements N = C·h·w. The shift is multiplied by N / N_REF, N_REF = 3·256·256 the original's pixels
+per image, so the original's weights keep the per-element strength they have on the 256-px ADM
+at any latent size: D' = D − σ² (N / N_REF) ∇L, times the guider's ``strength``.
+
+With a region mask m (at the latent's size, 1 = restyle), D'' = m D' + (1 − m) z_src: outside
+the region the prediction is the source, so the sample ends on the source latent there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..guidance import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
+
+GUIDANCE_MODES = ("shortcut", "full")
+N_REF = 3 * 256 * 256   # elements of one image of the original's 256-px pixel model
+
+Decode = Callable[[torch.Tensor], torch.Tensor]     # model-space latent [B, C, h, w] -> image [B, 3, H, W] in [-1, 1]
+
+
+@dataclass(eq=False)
+class LatentSource:
+    """What a latent run keeps of its source: the clean latent (model space) and that latent decoded."""
+
+    latent: torch.Tensor   # [B or 1, C, h, w]
+    image: torch.Tensor    # [B or 1, 3, H, W] in [-1, 1]
+
+    @classmethod
+    def decoded(cls, latent: torch.Tensor, decode: Decode) -> "LatentSource":
+        """The source of ``latent``, decoded once with the decoder the guidance uses."""
+        with torch.no_grad():
+            return cls(latent, decode(latent).float())
+
+
+class LatentGuidance:
+    """``guidance(denoise, x, sigma, step, mode) -> (D', {loss: weighted value})``.
+
+    ``losses``: the shared :class:`ZeconGuidance` (its ``features`` take model-space latents);
+    ``decode``: model-space latent -> image in [-1, 1], differentiable; ``source``: the source;
+    ``mask``: None, or [B or 1, 1, h, w] in [0, 1] at the latent's size (1 = restyle);
+    ``strength``: multiplies the shift.
+    """
+
+    def __init__(self, losses: ZeconGuidance, decode: Decode, source: LatentSource,
+                 mask: torch.Tensor | None = None, strength: float = 1.0):
+        self.losses, self.decode, self.source, self.mask = losses, decode, source, mask
+        self.strength = float(strength)
+        self.on = losses.weights_on()
+
+    def shift_scale(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """σ² (N / N_REF) strength per item, shaped to broadcast over ``like`` [B, C, h, w]."""
+        n = like[0].numel()
+        s2 = sigma.to(like).reshape(-1, *([1] * (like.ndim - 1))).pow(2)
+        return s2 * (n / N_REF * self.strength)
+
+    def view(self, z0: torch.Tensor) -> LossView:
+        """CLIP / VGG / range see decode(ẑ0); ZeCon and MSE see ẑ0 (against the source latent)."""
+        image = self.decode(z0).float()
+        latent, source_image = self.source.latent, self.source.image
+
+        def source(loss):
+            return latent if loss in CONTENT_LOSSES else source_image
+
+        return LossView(image, z0, image, source)
+
+    def prediction_gradient(self, z0: torch.Tensor, step: int):
+        """-∇_{ẑ0} L at the prediction ``z0`` and the weighted loss values (the same in both modes)."""
+        with torch.enable_grad():
+            z = z0.detach().float().clone().requires_grad_()
+            g, values = self.losses.gradient(self.view(z), z, self.on, step)
+        if not torch.isfinite(g).all():
+            culprit = self.losses.diagnose_view(z0.float(), step, self.view, self.losses.weights_on)
+            raise NonFiniteError(f"the guidance gradient is not finite; non-finite loss: {culprit}")
+        return g, values
+
+    def __call__(self, denoise: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, sigma: torch.Tensor,
+                 step: int, mode: str = "shortcut"):
+        """D' of one model evaluation at noise level ``sigma`` [B]; ``denoise(x) -> D(x, sigma)``.
+
+        ``shortcut``: ``denoise`` runs without gradients; ``full``: with gradients, so it must be
+        differentiable with respect to ``x`` (autograd-safe weights).
+        """
+        if mode not in GUIDANCE_MODES:
+            raise ValueError(f"mode must be one of {GUIDANCE_MODES}, got {mode!r}")
+        if mode == "shortcut":
+            with torch.no_grad():
+                den = denoise(x)
+            g, values = self.prediction_gradient(den, step)
+        else:
+            with torch.enable_grad():
+                xg = x.detach().clone().requires_grad_()   # a normal tensor, also for an inference-mode x
+                den_g = denoise(xg)
+                g, values = self.prediction_gradient(den_g, step)
+                g = torch.autograd.grad(den_g.float(), xg, g)[0] if values else torch.zeros_like(g)
+            den = den_g.detach()
+            if not torch.isfinite(g).all():
+                raise NonFiniteError("the guidance gradient is not finite after the backward through the UNet")
+        out = den.float() + self.shift_scale(sigma, g) * g
+        if self.mask is not None:
+            m = self.mask.to(out)
+            out = m * out + (1 - m) * self.source.latent.to(out)
+        return out.to(den.dtype), values
