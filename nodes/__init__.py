@@ -16,6 +16,8 @@ install_sample_image()
 
 from .guidance import ZeconGuidance  # noqa: E402  (after the folder is registered)
 from .inversion import ZeconInversion  # noqa: E402
+from .latent.guider_node import ZeconGuider  # noqa: E402
+from .latent.inversion_node import ZeconLatentInversion  # noqa: E402
 from .loaders import ZeconClipLoader, ZeconDiffusionLoader  # noqa: E402
 from .sampler import ZeconSampler  # noqa: E402
 from .style import ZeconStylePrompt  # noqa: E402
@@ -29,6 +31,8 @@ NODES: list[type[io.ComfyNode]] = [
     ZeconGuidance,
     ZeconSampler,
     ZeconStyleTransfer,
+    ZeconLatentInversion,
+    ZeconGuider,
 ]
 
 

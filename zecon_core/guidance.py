@@ -98,6 +98,10 @@ class GuidanceConfig:
     def active(self) -> bool:
         return any(w > 0 for w in self.weights.values())
 
+    def weights_on(self, only: str | None = None) -> dict[str, bool]:
+        """Which losses have a weight > 0 (all, or only ``only``)."""
+        return {k: v > 0 and (only is None or k == only) for k, v in self.weights.items()}
+
     @property
     def uses_clip(self) -> bool:
         return any(getattr(self, k) > 0 for k in CLIP_LOSSES)
@@ -254,7 +258,7 @@ class ZeconGuidance:
 
     def weights_on(self, only: str | None = None) -> dict[str, bool]:
         """Which losses have a weight > 0 (all, or only ``only``)."""
-        return {k: v > 0 and (only is None or k == only) for k, v in self.cfg.weights.items()}
+        return self.cfg.weights_on(only)
 
     def _on(self, i: int, only: str | None = None) -> dict[str, bool]:
         """The pixel backbone's losses at respaced index ``i``: MSE and VGG stop at their cut-offs."""

@@ -20,7 +20,7 @@ import torch
 from ...zecon_core.clip_model import ClipModel
 from ...zecon_core.draws import Draws
 from ...zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
-from ...zecon_core.latent import LatentGuidance, LatentSource
+from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder
 from ...zecon_core.pipeline import StylePrompt, check_style
 from ..device import plain
 from . import backbone as B
@@ -95,45 +95,54 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
             guidance = model_options.get(RUN_KEY)
             if guidance is None:
                 guidance = model_options[RUN_KEY] = self._start_run(x)
+            sigma = timestep.clone()   # a normal tensor: the sampler made it under inference mode
             guided_options = dict(model_options)
             guided_options["transformer_options"] = B.with_differentiable_attention(
                 model_options.get("transformer_options", {}))
 
             def denoise(xx):
                 return comfy.samplers.sampling_function(
-                    self.inner_model, xx, timestep, self.conds.get("negative"), self.conds.get("positive"),
+                    self.inner_model, xx, sigma, self.conds.get("negative"), self.conds.get("positive"),
                     self.cfg, model_options=guided_options, seed=seed)
 
-            out, _ = guidance(denoise, x, timestep, step, self.plan.mode)
+            out, _ = guidance(denoise, x, sigma, step, self.plan.mode)
         return out
 
     def _start_run(self, x: torch.Tensor) -> LatentGuidance:
-        plan, base, dev = self.plan, self.inner_model, x.device
-        batch = x.shape[0]
-        z_src = base.process_latent_in(plain(plan.source).to(dev, torch.float32))
-        check_source_latent(z_src, x)
+        context, y = B.uncond_inputs(self.conds)
+        return start_run(self.plan, self.inner_model, context, y, x)
+
+
+def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> LatentGuidance:
+    """The guidance of one sampling run of ``base`` (a loaded ComfyUI BaseModel) on latents like ``x``.
+
+    ``context`` / ``y``: the unconditional cross-attention context (and SDXL's ``y``) for the ZeCon features.
+    """
+    dev, batch, cfg = x.device, x.shape[0], plan.config
+    z_src = base.process_latent_in(plain(plan.source).to(dev, torch.float32))
+    check_source_latent(z_src, x)
+    decode = None
+    if needs_decoder(cfg.weights_on()):
         if plan.decoder == "vae":
             decode = B.vae_decoder(plan.vae, base, dev)
         else:
             decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
-        source = LatentSource.decoded(z_src, decode)
-        cfg = plan.config
-        context, y = B.uncond_inputs(self.conds)
-        features = None
-        if cfg.zecon > 0:
-            features = source_cached(B.EncoderFeatures(base, cfg.zecon_layers, plain(context),
-                                                       None if y is None else plain(y), dev), z_src)
-        tgt = src = torch.zeros(1, 1, device=dev)
-        clip = None
-        if cfg.uses_clip:
-            check_style(plan.style, plan.clip, batch)
-            clip = on_device(plan.clip, dev)
-            tgt, src = plan.style.target_embeds.to(dev), plan.style.source_embeds.to(dev)
-        vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
-        draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
-        losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src), draws,
-                               features=features, clip=clip, vgg=vgg)
-        return LatentGuidance(losses, decode, source, strength=plan.strength)
+    source = LatentSource.decoded(z_src, decode)
+    features = None
+    if cfg.zecon > 0:
+        encoder = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
+        features = source_cached(encoder, z_src)
+    tgt = src = torch.zeros(1, 1, device=dev)
+    clip = None
+    if cfg.uses_clip:
+        check_style(plan.style, plan.clip, batch)
+        clip = on_device(plan.clip, dev)
+        tgt, src = plan.style.target_embeds.to(dev), plan.style.source_embeds.to(dev)
+    vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
+    draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
+    losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src), draws,
+                           features=features, clip=clip, vgg=vgg)
+    return LatentGuidance(losses, decode, source, strength=plan.strength)
 
 
 def check_source_latent(z_src: torch.Tensor, x: torch.Tensor) -> None:

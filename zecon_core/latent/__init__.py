@@ -13,7 +13,7 @@ ones of ``zecon_core.guidance``.
   the gradient is taken on the prediction only; ``full``: through the UNet).
 """
 
-from .guidance import GUIDANCE_MODES, LatentGuidance, LatentSource
+from .guidance import GUIDANCE_MODES, N_REF, LatentGuidance, LatentSource, needs_decoder
 from .inversion import invert
 
-__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "invert"]
+__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "invert", "needs_decoder"]

@@ -35,22 +35,31 @@ import torch
 
 from ..guidance import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
 
+__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder"]
+
 GUIDANCE_MODES = ("shortcut", "full")
 N_REF = 3 * 256 * 256   # elements of one image of the original's 256-px pixel model
 
 Decode = Callable[[torch.Tensor], torch.Tensor]     # model-space latent [B, C, h, w] -> image [B, 3, H, W] in [-1, 1]
 
 
+def needs_decoder(on: dict[str, bool]) -> bool:
+    """Whether any loss that sees the decoded image (CLIP, VGG, range) is on."""
+    return any(v for k, v in on.items() if k not in CONTENT_LOSSES)
+
+
 @dataclass(eq=False)
 class LatentSource:
     """What a latent run keeps of its source: the clean latent (model space) and that latent decoded."""
 
-    latent: torch.Tensor   # [B or 1, C, h, w]
-    image: torch.Tensor    # [B or 1, 3, H, W] in [-1, 1]
+    latent: torch.Tensor               # [B or 1, C, h, w]
+    image: torch.Tensor | None = None  # [B or 1, 3, H, W] in [-1, 1]; None when no loss sees images
 
     @classmethod
-    def decoded(cls, latent: torch.Tensor, decode: Decode) -> "LatentSource":
-        """The source of ``latent``, decoded once with the decoder the guidance uses."""
+    def decoded(cls, latent: torch.Tensor, decode: Decode | None) -> "LatentSource":
+        """The source of ``latent``, decoded once with the decoder the guidance uses (if any)."""
+        if decode is None:
+            return cls(latent)
         with torch.no_grad():
             return cls(latent, decode(latent).float())
 
@@ -59,16 +68,19 @@ class LatentGuidance:
     """``guidance(denoise, x, sigma, step, mode) -> (D', {loss: weighted value})``.
 
     ``losses``: the shared :class:`ZeconGuidance` (its ``features`` take model-space latents);
-    ``decode``: model-space latent -> image in [-1, 1], differentiable; ``source``: the source;
+    ``decode``: model-space latent -> image in [-1, 1], differentiable (None when no loss sees the image,
+    see :func:`needs_decoder`); ``source``: the source;
     ``mask``: None, or [B or 1, 1, h, w] in [0, 1] at the latent's size (1 = restyle);
     ``strength``: multiplies the shift.
     """
 
-    def __init__(self, losses: ZeconGuidance, decode: Decode, source: LatentSource,
+    def __init__(self, losses: ZeconGuidance, decode: Decode | None, source: LatentSource,
                  mask: torch.Tensor | None = None, strength: float = 1.0):
         self.losses, self.decode, self.source, self.mask = losses, decode, source, mask
         self.strength = float(strength)
         self.on = losses.weights_on()
+        if needs_decoder(self.on) and (decode is None or source.image is None):
+            raise ValueError("the CLIP, VGG and range losses need a decoder and the decoded source")
 
     def shift_scale(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """σ² (N / N_REF) strength per item, shaped to broadcast over ``like`` [B, C, h, w]."""
@@ -77,8 +89,10 @@ class LatentGuidance:
         return s2 * (n / N_REF * self.strength)
 
     def view(self, z0: torch.Tensor) -> LossView:
-        """CLIP / VGG / range see decode(ẑ0); ZeCon and MSE see ẑ0 (against the source latent)."""
-        image = self.decode(z0).float()
+        """CLIP / VGG / range see decode(ẑ0); ZeCon and MSE see ẑ0 (against the source latent).
+
+        Without a decoder (only ZeCon and MSE on) the view's image is ẑ0 itself, never looked at."""
+        image = z0 if self.decode is None else self.decode(z0).float()
         latent, source_image = self.source.latent, self.source.image
 
         def source(loss):

@@ -1,0 +1,140 @@
+"""ZeCon Guider node: MODEL + conditioning + source LATENT (+ CLIP style, loss weights) -> GUIDER."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from comfy_api.latest import io
+
+from ...zecon_core.guidance import CLIP_LOSSES, GuidanceConfig
+from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
+from .. import validation as V
+from ..sampler import SEED_MAX
+from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
+from . import backbone as B
+from .guider import GuiderPlan, ZeconCFGGuider
+from .taesd import resolve_taesd
+
+AUTO_LAYERS = "auto"
+
+
+def own_weight_copy(weight):
+    """Weight wrapper for the full mode: its presence makes ComfyUI copy each weight per forward
+    (``cast_bias_weight(copy=True)``), so the UNet's graph holds normal tensors instead of
+    inference tensors and a backward through it works."""
+    return weight
+
+
+def differentiable_clone(model):
+    """A clone of the ModelPatcher whose UNet weights go through ``own_weight_copy`` (full mode)."""
+    clone = model.clone()
+    for key in clone.model.state_dict():
+        if key.startswith("diffusion_model."):
+            clone.add_weight_wrapper(key, own_weight_copy)
+    return clone
+
+
+def resolve_config(bundle, unet, zecon_layers: str, has_style: bool) -> GuidanceConfig:
+    """The loss weights for this UNet: the bundle's (or the defaults), its ZeCon layers, CLIP off without a style."""
+    config = bundle.config if bundle is not None else GuidanceConfig(vgg=0.0)
+    layers = B.default_layers(unet) if zecon_layers.strip() == AUTO_LAYERS else V.parse_layers(zecon_layers)
+    B.check_layers(unet, layers)
+    changes = {"zecon_layers": layers}
+    if not has_style:
+        changes.update({k: 0.0 for k in CLIP_LOSSES})
+    return dataclasses.replace(config, **changes)
+
+
+class ZeconGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ZeconGuider",
+            display_name="ZeCon Guider (SD latent)",
+            category=CATEGORY,
+            description="ZeCon on your own Stable Diffusion model (SD1.5, SD2.x, SDXL): a GUIDER for "
+                        "SamplerCustomAdvanced. Classifier-free guidance with your prompt, plus the ZeCon losses: "
+                        "the contrastive loss on the UNet's own encoder features and the MSE keep the source's "
+                        "content; optional CLIP losses (connect a ZeCon CLIP and Style) pull towards a style. Start "
+                        "the sampler from ZeCon Latent Inversion's latent and sigmas.",
+            inputs=[
+                io.Model.Input("model", tooltip="The Stable Diffusion model (from Load Checkpoint / Load Diffusion "
+                                                "Model; LoRAs applied are kept). UNet models with ε or v prediction."),
+                io.Conditioning.Input("positive", tooltip="Your prompt for the model, e.g. 'a watercolor painting "
+                                                          "of ...' (the style can live here)."),
+                io.Conditioning.Input("negative", tooltip="Negative prompt; its (usually empty) text is also the "
+                                                          "context of the ZeCon encoder features."),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale, as in KSampler."),
+                io.Latent.Input("source", tooltip="VAE Encode of the source picture: what the content losses keep."),
+                io.Combo.Input("mode", options=list(GUIDANCE_MODES), default="shortcut",
+                               tooltip="shortcut: the loss gradient is taken on the denoised prediction (fast, no "
+                                       "backward through the UNet). full: through the UNet, as the original "
+                                       "(about twice the cost per step and much more memory)."),
+                io.Combo.Input("decoder", options=list(B.DECODERS), default="taesd",
+                               tooltip="Decoder inside the guidance (CLIP, VGG and range losses see its image): "
+                                       "taesd (tiny, fast; models/vae_approx, downloaded if missing) or vae (the "
+                                       "real VAE: best quality, ~15x the cost). Unused when only the ZeCon and MSE "
+                                       "losses are on."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, round=0.001,
+                               tooltip="Guide from this fraction of the steps on (0 = from the first step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01, round=0.001,
+                               tooltip="Stop guiding at this fraction of the steps (1 = to the end)."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=100.0, step=0.05, round=0.001,
+                               tooltip="Multiplies every loss weight at once (0 = plain CFG)."),
+                io.Int.Input("seed", default=0, min=0, max=SEED_MAX, control_after_generate=True,
+                             tooltip="Seed of the guidance's random draws (CLIP crops and augmentations, ZeCon "
+                                     "patch positions); image b of a batch uses seed + b."),
+                io.String.Input("zecon_layers", default=AUTO_LAYERS,
+                                tooltip="UNet input blocks whose features the ZeCon loss compares, comma separated; "
+                                        "auto: block 0 and the last block of every resolution level but the deepest "
+                                        "(SD1.5: 0,2,5,8; SDXL: 0,2,5)."),
+                io.Vae.Input("vae", optional=True, tooltip="The model's VAE: needed for decoder 'vae'; checked "
+                                                           "against the model's latent format."),
+                ZeconClip.Input("clip", optional=True, tooltip="CLIP that scores the style (ZeCon CLIP Loader). "
+                                                               "Without clip and style the CLIP losses are off."),
+                ZeconStyle.Input("style", optional=True, tooltip="Style from ZeCon Style Prompt (encoded with this "
+                                                                 "clip)."),
+                ZeconGuidanceType.Input("guidance", optional=True,
+                                        tooltip="Loss weights from ZeCon Guidance (its zecon_layers, mse_max_t and "
+                                                "vgg_max_t are for the pixel model and are not used here). Default: "
+                                                "the original's weights, VGG off."),
+            ],
+            outputs=[io.Guider.Output("guider", display_name="guider",
+                                      tooltip="Connect to SamplerCustomAdvanced's guider.")],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, mode, decoder, start_percent, end_percent, zecon_layers) -> bool | str:
+        errors = [V.combo("mode", mode, GUIDANCE_MODES), V.combo("decoder", decoder, B.DECODERS)]
+        if zecon_layers is not None and zecon_layers.strip() != AUTO_LAYERS:
+            errors.append(V.layers(zecon_layers))
+        if start_percent is not None and end_percent is not None and start_percent > end_percent:
+            errors.append(f"end_percent: must be >= start_percent ({start_percent}), got {end_percent}")
+        return V.result(*errors)
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
+                seed, zecon_layers, vae=None, clip=None, style=None, guidance=None) -> io.NodeOutput:
+        B.check_model(model)
+        if vae is not None:
+            B.check_vae(vae, model)
+        if decoder == "vae" and vae is None:
+            raise ValueError("vae: decoder 'vae' needs the model's VAE connected (or use decoder 'taesd')")
+        if style is not None and clip is None:
+            raise ValueError("clip: a style is connected but no CLIP model to score it")
+        config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)
+        taesd_path = None
+        if decoder == "taesd" and strength > 0 and needs_decoder(config.weights_on()):
+            taesd_path = resolve_taesd(model.model.latent_format.taesd_decoder_name, cls.hidden.unique_id)
+        plan = GuiderPlan(config=config, source=source["samples"], decoder=decoder, mode=mode,
+                          start=start_percent, end=end_percent, seed=seed, strength=strength,
+                          taesd_path=taesd_path, vae=vae, clip=clip if config.uses_clip else None,
+                          style=style if config.uses_clip else None,
+                          vgg=guidance.vgg if guidance is not None else None)
+        patcher = differentiable_clone(model) if mode == "full" and plan.active else model
+        guider = ZeconCFGGuider(patcher, plan)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        return io.NodeOutput(guider)

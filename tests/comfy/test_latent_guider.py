@@ -1,0 +1,219 @@
+"""The latent backbone inside ComfyUI's own sampling machinery (in-process ComfyUI, tiny SD models).
+
+ZeCon Guider against CFGGuider, the losses along their gradients, shortcut vs full,
+seeds, interrupts, and the inversion round trip.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import comfy_inprocess
+import latent_fixtures as tiny_sd
+
+pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    return comfy_inprocess.load(tmp_path_factory.mktemp("comfy_input"))
+
+
+@pytest.fixture(scope="module")
+def sd15(pack):
+    return tiny_sd.sd15_bundle(seed=0)
+
+
+@pytest.fixture(scope="module")
+def taesd(pack, tmp_path_factory):
+    import folder_paths
+    folder = tmp_path_factory.mktemp("vae_approx")
+    paths = tiny_sd.write_taesd_decoders(folder)
+    folder_paths.add_model_folder_path("vae_approx", str(folder))
+    return paths
+
+
+def run_node(node_cls, **inputs):
+    """Run a V3 node the way ComfyUI's executor does (class clone, hidden inputs, inference mode)."""
+    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
+    with torch.inference_mode():
+        return clone.EXECUTE_NORMALIZED(**inputs).args
+
+
+def sample(guider, latent, sigmas, sampler="euler", seed=0, noise=None, callback=None):
+    import comfy.samplers
+    with torch.inference_mode():
+        noise = torch.zeros_like(latent) if noise is None else noise
+        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, callback=callback,
+                             disable_pbar=True, seed=seed)
+
+
+def guider_inputs(bundle, **changes):
+    inputs = dict(model=bundle.model, positive=bundle.positive, negative=bundle.negative, cfg=3.0,
+                  source={"samples": bundle.source}, mode="shortcut", decoder="taesd", start_percent=0.0,
+                  end_percent=1.0, strength=1.0, seed=0, zecon_layers="auto")
+    inputs.update(changes)
+    return inputs
+
+
+def cfg_reference(bundle, cfg=3.0):
+    import comfy.samplers
+    g = comfy.samplers.CFGGuider(bundle.model)
+    g.set_conds(bundle.positive, bundle.negative)
+    g.set_cfg(cfg)
+    return g
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "ddpm"])
+def test_zero_weights_give_cfg_guider_bit_for_bit(pack, sd15, taesd, sampler):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.types import GuidanceBundle
+    from zecon_pack.zecon_core.guidance import LOSS_NAMES, GuidanceConfig
+
+    zero = GuidanceBundle(GuidanceConfig(**{k: 0.0 for k in LOSS_NAMES}))
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, guidance=zero))
+    (off,) = run_node(ZeconGuider, **guider_inputs(sd15, strength=0.0))
+    noise = torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(1))
+    ref = sample(cfg_reference(sd15), sd15.source, sd15.sigmas, sampler, noise=noise)
+    assert torch.equal(sample(guider, sd15.source, sd15.sigmas, sampler, noise=noise), ref)
+    assert torch.equal(sample(off, sd15.source, sd15.sigmas, sampler, noise=noise), ref)
+
+
+@pytest.fixture(scope="module")
+def clip_style(pack, tmp_path_factory):
+    """The pack's tiny CLIP (real open_clip architecture) and a style encoded with it."""
+    from zecon_pack.zecon_core.clip_model import load_clip
+    from zecon_pack.zecon_core.pipeline import encode_style
+    from zecon_pack.zecon_core.tiny import tiny_clip_state_dict
+    from safetensors.torch import save_file
+    path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
+    save_file(tiny_clip_state_dict(), str(path))
+    clip = load_clip(path=path)
+    return clip, encode_style(clip, "a watercolor painting", "Photo")
+
+
+def all_losses(**changes):
+    """Every loss on, small settings (2 views, 16 ZeCon positions)."""
+    from zecon_pack.nodes.types import GuidanceBundle
+    from zecon_pack.zecon_core.guidance import GuidanceConfig
+    from zecon_pack.zecon_core.tiny import tiny_vgg_state_dict
+    from zecon_pack.zecon_core.vgg import VGGFeatures
+    vgg = VGGFeatures()
+    vgg.load_state_dict(tiny_vgg_state_dict())
+    config = GuidanceConfig(clip_global=300.0, clip_dir=300.0, n_patch=2, zecon_patches=16)
+    return GuidanceBundle(config.replace(**changes), vgg.requires_grad_(False), "tiny")
+
+
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+def test_guidance_moves_the_prediction_and_stays_finite(pack, sd15, taesd, clip_style, mode):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, mode=mode, clip=clip, style=style,
+                                                      guidance=all_losses()))
+    out = sample(guider, sd15.source, sd15.sigmas)
+    ref = sample(cfg_reference(sd15), sd15.source, sd15.sigmas)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert (out - ref).abs().max() > 1e-4
+
+
+def test_seeded_runs_repeat_and_seeds_differ(pack, sd15, taesd, clip_style):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    runs = {}
+    for seed in (0, 0, 1):
+        (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, clip=clip, style=style, seed=seed,
+                                                          guidance=all_losses()))
+        runs.setdefault(seed, []).append(sample(guider, sd15.source, sd15.sigmas))
+    assert torch.equal(runs[0][0], runs[0][1])
+    assert not torch.equal(runs[0][0], runs[1][0])
+
+
+def test_interrupt_stops_within_one_step(pack, sd15, taesd, clip_style):
+    import comfy.model_management as mm
+    import latent_preview
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, clip=clip, style=style, guidance=all_losses()))
+    preview = latent_preview.prepare_callback(sd15.model, sd15.sigmas.shape[0] - 1)
+    steps = []
+
+    def callback(i, x0, x, total):
+        steps.append(i)
+        if i == 0:
+            mm.interrupt_current_processing(True)   # what the server's /interrupt sets
+        preview(i, x0, x, total)
+
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            sample(guider, sd15.source, sd15.sigmas, callback=callback)
+    finally:
+        mm.interrupt_current_processing(False)
+    assert steps == [0]
+
+
+def _guidance_for(pack, sd15, plan, x):
+    """The guidance of one run, built as the guider builds it at its first guided call."""
+    from zecon_pack.nodes.latent.guider import start_run
+    return start_run(plan, sd15.model.model, sd15.negative[0][0], None, x)
+
+
+def _plan(sd15, guider_bundle, clip_style=None, seed=0, mode="shortcut"):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    extra = {} if clip_style is None else dict(clip=clip_style[0], style=clip_style[1])
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, guidance=guider_bundle, seed=seed, mode=mode, **extra))
+    return guider.plan
+
+
+@pytest.mark.parametrize("loss", ["clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse",
+                                  "vgg", "range"])
+def test_each_latent_loss_decreases_along_its_gradient(pack, sd15, taesd, clip_style, loss):
+    from zecon_pack.zecon_core.guidance import LOSS_NAMES
+    bundle = all_losses(**{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES})
+    plan = _plan(sd15, bundle, clip_style)
+    g = torch.Generator().manual_seed(3)
+    z0 = sd15.model.model.process_latent_in(sd15.source) * 0.5 + torch.randn(sd15.source.shape, generator=g) * 3
+    with torch.inference_mode(False):
+        guidance = _guidance_for(pack, sd15, plan, z0)
+        grad, values = guidance.prediction_gradient(z0, 0)
+        before = values[loss]
+        assert before > 0 and grad.abs().max() > 0
+        step = grad / grad.norm() * 1e-2 * z0.norm()
+        again = _guidance_for(pack, sd15, plan, z0)   # the same draws (same seed, fresh generators)
+        after = float(again.losses.view_terms(again.view(z0 + step), again.on, 0)[loss])
+    assert after < before
+
+
+def test_full_and_shortcut_share_the_prediction_gradient(pack, sd15, taesd, clip_style):
+    """Both modes take ∇L at the prediction first; full mode then carries it through the UNet's Jacobian."""
+    from zecon_pack.nodes.latent.guider_node import differentiable_clone
+    import comfy.model_management as mm
+    plan = _plan(sd15, all_losses(), clip_style)
+    model = differentiable_clone(sd15.model)
+    mm.load_models_gpu([model])
+    base = model.model
+    ctx = sd15.positive[0][0]
+    sigma = sd15.sigmas[:1]
+    x = sd15.model.model.process_latent_in(sd15.source) + sigma * torch.randn(sd15.source.shape)
+
+    with torch.inference_mode(False):
+        ctx, sigma = ctx.clone(), sigma.clone()   # made under inference mode; ComfyUI's cond batching copies likewise
+
+        def denoise(xx):
+            return base.apply_model(xx, sigma, c_crossattn=ctx)
+        with torch.no_grad():
+            den = denoise(x)
+        g_short, v_short = _guidance_for(pack, sd15, plan, x).prediction_gradient(den, 0)
+        with torch.enable_grad():
+            xg = x.clone().requires_grad_()
+            den_g = denoise(xg)
+            g_pred, v_full = _guidance_for(pack, sd15, plan, x).prediction_gradient(den_g, 0)
+            direct = _guidance_for(pack, sd15, plan, x)
+            total = sum(direct.losses.view_terms(direct.view(den_g), direct.on, 0).values())
+            g_x_direct = -torch.autograd.grad(total, xg)[0]
+        full = _guidance_for(pack, sd15, plan, x)
+        out_full, _ = full(denoise, x, sigma, 0, "full")
+        g_x_full = (out_full - den) / full.shift_scale(sigma, den)
+    torch.testing.assert_close(g_pred, g_short, rtol=1e-5, atol=1e-7)
+    assert v_full == v_short
+    torch.testing.assert_close(g_x_full, g_x_direct, rtol=1e-3, atol=1e-5 * float(g_x_direct.abs().max()))
+    assert not torch.allclose(g_x_full, g_short, rtol=1e-2, atol=0)   # the Jacobian is not the identity
