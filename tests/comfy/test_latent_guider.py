@@ -217,3 +217,64 @@ def test_full_and_shortcut_share_the_prediction_gradient(pack, sd15, taesd, clip
     assert v_full == v_short
     torch.testing.assert_close(g_x_full, g_x_direct, rtol=1e-3, atol=1e-5 * float(g_x_direct.abs().max()))
     assert not torch.allclose(g_x_full, g_short, rtol=1e-2, atol=0)   # the Jacobian is not the identity
+
+
+def constant_eps_model(bundle, value=0.3):
+    """The tiny SD1.5 with its last convolution zeroed: the UNet predicts the same ε for every input."""
+    model = bundle.model.clone()
+    with torch.inference_mode():
+        import copy
+        base = copy.deepcopy(model.model)
+        out = base.diffusion_model.out[-1]
+        out.weight.zero_()
+        out.bias.fill_(value)
+    model.model = base
+    return model
+
+
+def test_inversion_node_then_sampling_reconstructs_the_source(pack, sd15):
+    """ZeCon Latent Inversion -> SamplerCustomAdvanced's path (zero noise, euler) gives the source back."""
+    import comfy.samplers
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    model = constant_eps_model(sd15)
+    latent = {"samples": sd15.source}
+    inverted, sigmas = run_node(ZeconLatentInversion, model=model, latent=latent, conditioning=sd15.positive,
+                                cfg=1.0, steps=4, denoise=0.6, scheduler="normal")
+    assert sigmas.shape == (5,) and float(sigmas[-1]) == 0.0 and (sigmas[1:] < sigmas[:-1]).all()
+    assert not torch.allclose(inverted["samples"], sd15.source)
+    g = comfy.samplers.CFGGuider(model)
+    g.set_conds(sd15.positive, sd15.positive)
+    g.set_cfg(1.0)
+    back = sample(g, inverted["samples"], sigmas)
+    torch.testing.assert_close(back, sd15.source, rtol=0, atol=1e-5)
+
+
+def test_inversion_node_takes_a_sigma_schedule_and_refuses_a_bad_one(pack, sd15):
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    latent = {"samples": sd15.source}
+    inputs = dict(model=sd15.model, latent=latent, conditioning=sd15.positive, cfg=1.0, steps=4, denoise=0.6,
+                  scheduler="normal")
+    inverted, sigmas = run_node(ZeconLatentInversion, **inputs, sigmas=sd15.sigmas)
+    assert torch.equal(sigmas, sd15.sigmas) and torch.isfinite(inverted["samples"]).all()
+    with pytest.raises(ValueError, match="sigmas: expected a descending"):
+        run_node(ZeconLatentInversion, **inputs, sigmas=sd15.sigmas.flip(0))
+    with pytest.raises(ValueError, match="must end at 0"):
+        run_node(ZeconLatentInversion, **inputs, sigmas=sd15.sigmas[:-1])
+
+
+def test_an_attention_kernel_without_backward_is_bypassed(pack, sd15, taesd, clip_style, monkeypatch):
+    """SageAttention (--use-sage-attention) has no backward: the guided passes run PyTorch's attention instead."""
+    import comfy.ldm.modules.attention as attention
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+
+    @attention.wrap_attn
+    def forward_only_attention(q, k, v, heads, **kwargs):   # like SageAttention: no gradient flows through it
+        with torch.no_grad():
+            return attention.attention_pytorch(q, k, v, heads, **kwargs)
+
+    inputs = guider_inputs(sd15, mode="full", clip=clip_style[0], style=clip_style[1], guidance=all_losses())
+    (guider,) = run_node(ZeconGuider, **inputs)
+    ref = sample(guider, sd15.source, sd15.sigmas)
+    monkeypatch.setattr(attention, "optimized_attention", forward_only_attention)
+    (guider,) = run_node(ZeconGuider, **inputs)
+    torch.testing.assert_close(sample(guider, sd15.source, sd15.sigmas), ref, rtol=1e-5, atol=1e-6)
