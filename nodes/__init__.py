@@ -19,6 +19,8 @@ from .inversion import ZeconInversion  # noqa: E402
 from .loaders import ZeconClipLoader, ZeconDiffusionLoader  # noqa: E402
 from .sampler import ZeconSampler  # noqa: E402
 from .style import ZeconStylePrompt  # noqa: E402
+from .style_blend import ZeconStyleBlend  # noqa: E402
+from .style_image import ZeconStyleImage  # noqa: E402
 from .style_transfer import ZeconStyleTransfer  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
@@ -29,6 +31,8 @@ NODES: list[type[io.ComfyNode]] = [
     ZeconGuidance,
     ZeconSampler,
     ZeconStyleTransfer,
+    ZeconStyleImage,
+    ZeconStyleBlend,
 ]
 
 
