@@ -505,7 +505,7 @@ def test_masked_region_is_restyled_and_the_rest_is_the_unguided_reconstruction(c
     feather = prompt[node]["inputs"]["feather"]
     m = prepare_mask(_loaded_mask(server), 1, size, size, feather)[0, 0].numpy()
     outside, core = m == 0, m > 0.999
-    assert outside.sum() > 500 and core.sum() > 200
+    assert outside.sum() > 500 and core.sum() > 100
     assert np.abs(styled[outside] - reconstruction[outside]).max() <= 1.5 / 255   # 8-bit rounding only
     assert np.abs(styled[core] - reconstruction[core]).mean() > 0.02
 
