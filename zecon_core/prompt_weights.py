@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import re
 
-_GROUP = re.compile(r"\(([^()]*):\s*([^():\s]*)\s*\)")
-_NUMBER_LIKE = re.compile(r"[-+.\d]")
+_GROUP = r"\(([^()]*):\s*([^():\s]*)\s*\)"     # (text:weight)
+_NUMBER_LIKE = r"[-+.\d]"
 
 
 def parse_weighted(prompt: str) -> list[tuple[str, float]] | None:
@@ -23,7 +23,7 @@ def parse_weighted(prompt: str) -> list[tuple[str, float]] | None:
     Raises ``ValueError`` for a malformed weight, a negative or non-finite one, all weights 0,
     an empty group text, or text outside the groups.
     """
-    groups = [m for m in _GROUP.finditer(prompt) if _NUMBER_LIKE.match(m.group(2))]
+    groups = [m for m in re.finditer(_GROUP, prompt) if re.match(_NUMBER_LIKE, m.group(2))]
     if not groups:
         return None
     parts, rest, pos = [], [], 0
