@@ -21,6 +21,8 @@ from .latent.inversion_node import ZeconLatentInversion  # noqa: E402
 from .loaders import ZeconClipLoader, ZeconDiffusionLoader  # noqa: E402
 from .sampler import ZeconSampler  # noqa: E402
 from .style import ZeconStylePrompt  # noqa: E402
+from .style_blend import ZeconStyleBlend  # noqa: E402
+from .style_image import ZeconStyleImage  # noqa: E402
 from .style_transfer import ZeconStyleTransfer  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
@@ -31,6 +33,8 @@ NODES: list[type[io.ComfyNode]] = [
     ZeconGuidance,
     ZeconSampler,
     ZeconStyleTransfer,
+    ZeconStyleImage,
+    ZeconStyleBlend,
     ZeconLatentInversion,
     ZeconGuider,
 ]

@@ -1,7 +1,10 @@
-"""Make the bundled sample image available to LoadImage, so the shipped workflows open complete.
+"""Make the bundled sample images available to LoadImage, so the shipped workflows open complete.
 
-``assets/sample.png`` of the pack is copied to ComfyUI's input folder as
-``sample.png`` when that name is free there; an existing file is never touched.
+``assets/sample.png`` (the scene), ``assets/sample_masked.png`` (the scene with a
+transparent region, whose MASK the masked workflow restyles) and
+``assets/style_sample.png`` (a style reference) of the pack are copied to
+ComfyUI's input folder under the same names when those names are free there;
+an existing file is never touched.
 """
 
 from __future__ import annotations
@@ -13,19 +16,24 @@ from pathlib import Path
 import folder_paths
 
 SAMPLE_NAME = "sample.png"
-ASSET = Path(__file__).resolve().parent.parent / "assets" / SAMPLE_NAME
+SAMPLE_NAMES = (SAMPLE_NAME, "sample_masked.png", "style_sample.png")
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 log = logging.getLogger("zecon")
 
 
-def install_sample_image() -> Path | None:
+def install_sample_image() -> list[Path]:
+    """Copy the sample images that are missing from the input folder; returns the files written."""
+    written = []
     try:
-        target = Path(folder_paths.get_input_directory()) / SAMPLE_NAME
-        if target.exists() or not ASSET.is_file():
-            return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ASSET, target)
-        return target
+        folder = Path(folder_paths.get_input_directory())
+        for name in SAMPLE_NAMES:
+            target, asset = folder / name, ASSETS / name
+            if target.exists() or not asset.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(asset, target)
+            written.append(target)
     except OSError as e:  # a read-only input folder must not stop the pack from loading
-        log.warning("ZeCon: could not copy the sample image to the input folder: %s", e)
-        return None
+        log.warning("ZeCon: could not copy the sample images to the input folder: %s", e)
+    return written

@@ -8,11 +8,24 @@ from ..zecon_core.images import to_bhwc
 from ..zecon_core.pipeline import START_MODES, sample_guided
 from ..zecon_core.sampler import SAMPLERS
 from . import validation as V
-from .device import on_device
+from .device import on_device, plain
 from .progress import NodeProgress
 from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconLatent, ZeconModel, ZeconStyle
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
+DEFAULT_FEATHER = 8
+
+
+def mask_inputs() -> list:
+    return [
+        io.Mask.Input("mask", optional=True,
+                      tooltip="Optional region to restyle (ComfyUI MASK, 1 = restyle, e.g. Load Image's mask or "
+                              "the mask editor; any size, resized to the image). Outside it the picture keeps the "
+                              "source. One mask for all images, or one per image. Unconnected: the whole picture."),
+        io.Int.Input("feather", default=DEFAULT_FEATHER, min=0, max=256, optional=True,
+                     tooltip="Width in pixels (at the working size) of the soft edge of the mask, so the seam does "
+                             "not show. Only used with a mask."),
+    ]
 
 
 def seed_input():
@@ -31,7 +44,8 @@ def seeds_for(seed: int, batch: int) -> list[int]:
     return [(int(seed) + b) % (SEED_MAX + 1) for b in range(batch)]
 
 
-def run_sampler(model, latent, style, clip, bundle, *, sampler, eta, seed, start, callback):
+def run_sampler(model, latent, style, clip, bundle, *, sampler, eta, seed, start, callback, mask=None,
+                feather=DEFAULT_FEATHER):
     """sample_guided on ComfyUI's device; returns ComfyUI IMAGE [B, H, W, 3] in [0, 1] on the CPU."""
     cfg = bundle.config
     if cfg.zecon > 0:
@@ -40,7 +54,8 @@ def run_sampler(model, latent, style, clip, bundle, *, sampler, eta, seed, start
     clip = clip if cfg.uses_clip else None
     with on_device(model, clip, bundle.vgg, height=h, width=w, batch=b, guidance=cfg, clip=clip):
         out = sample_guided(model, latent, style, clip, cfg, vgg_model=bundle.vgg, sampler=sampler, eta=eta,
-                            seed=seeds_for(seed, len(latent)), start=start, callback=callback)
+                            seed=seeds_for(seed, len(latent)), start=start, callback=callback,
+                            mask=None if mask is None else plain(mask), feather=feather)
         return to_bhwc(out)
 
 
@@ -57,7 +72,7 @@ class ZeconSampler(io.ComfyNode):
             inputs=[
                 ZeconModel.Input("model", tooltip="Diffusion model (the one the latent was inverted with)."),
                 ZeconLatent.Input("latent", tooltip="Inverted source from ZeCon DDIM Inversion."),
-                ZeconStyle.Input("style", tooltip="Encoded prompts from ZeCon Style Prompt."),
+                ZeconStyle.Input("style", tooltip="The style: ZeCon Style Prompt, Style Image or Style Blend."),
                 ZeconClip.Input("clip", tooltip="The CLIP model that encoded the style (scores the output)."),
                 ZeconGuidanceType.Input("guidance", tooltip="Loss weights and settings from ZeCon Guidance."),
                 sampler_input(),
@@ -68,6 +83,7 @@ class ZeconSampler(io.ComfyNode):
                                tooltip="ddpm only: renoise = start from the source re-noised with the inverted "
                                        "latent as noise (the original); latent = start from the inverted latent "
                                        "itself. ddim always starts from the latent."),
+                *mask_inputs(),
             ],
             outputs=[io.Image.Output("image", display_name="image",
                                      tooltip="The stylised image(s), at the size chosen at inversion.")],
@@ -79,9 +95,10 @@ class ZeconSampler(io.ComfyNode):
         return V.result(V.combo("sampler", sampler, SAMPLERS), V.combo("start", start, START_MODES))
 
     @classmethod
-    def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start) -> io.NodeOutput:
+    def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start, mask=None,
+                feather=DEFAULT_FEATHER) -> io.NodeOutput:
         steps = latent.start + 1
         progress = NodeProgress(steps, cls.hidden.unique_id)
         image = run_sampler(model, latent, style, clip, guidance, sampler=sampler, eta=eta, seed=seed,
-                            start=start, callback=progress.phase(steps))
+                            start=start, callback=progress.phase(steps), mask=mask, feather=feather)
         return io.NodeOutput(image)

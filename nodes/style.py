@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..zecon_core.pipeline import encode_style
+from ..zecon_core.style import encode_style
 from .types import CATEGORY, ZeconClip, ZeconStyle
 
 
@@ -29,7 +29,9 @@ class ZeconStylePrompt(io.ComfyNode):
                 ZeconClip.Input("clip", tooltip="CLIP model from ZeCon CLIP Loader (the sampler must get the same one)."),
                 io.String.Input("target_prompt", multiline=True, default="",
                                 placeholder="the style to apply, e.g. a watercolor painting",
-                                tooltip="The style to transfer, as text, e.g. 'a sketch with crayon'."),
+                                tooltip="The style to transfer, as text, e.g. 'a sketch with crayon'. Weighted blend of "
+                                        "prompts: only (prompt:weight) groups, e.g. '(a watercolor painting:1.2) "
+                                        "(a pencil sketch:0.8)' (weights >= 0, normalised to sum 1)."),
                 io.String.Input("source_prompt", default="Photo",
                                 tooltip="What the source image is; the directional CLIP losses move from this text "
                                         "towards the target (the paper uses 'Photo')."),

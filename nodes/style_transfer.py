@@ -7,14 +7,14 @@ from comfy_api.latest import io
 
 from ..zecon_core.guidance import GuidanceConfig
 from ..zecon_core.images import SIZE_POLICIES
-from ..zecon_core.pipeline import encode_style
+from ..zecon_core.style import encode_style
 from ..zecon_core.sampler import SAMPLERS
 from . import validation as V
 from .guidance import make_bundle, weight_input
 from .inversion import invert_on_device, prepared_source, size_inputs, step_inputs
 from .progress import NodeProgress
-from .sampler import run_sampler, sampler_input, seed_input
-from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconModel
+from .sampler import DEFAULT_FEATHER, mask_inputs, run_sampler, sampler_input, seed_input
+from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconModel, ZeconStyle
 
 MAIN_WEIGHTS = ("clip_global_patch", "clip_dir_patch", "zecon", "mse", "vgg")
 
@@ -48,6 +48,10 @@ class ZeconStyleTransfer(io.ComfyNode):
                 ZeconGuidanceType.Input("guidance", optional=True,
                                         tooltip="Optional ZeCon Guidance: when connected, all its weights and "
                                                 "settings are used and the weights and n_patch here are ignored."),
+                ZeconStyle.Input("style", optional=True,
+                                 tooltip="Optional style from ZeCon Style Image, Style Prompt or Style Blend: when "
+                                         "connected it is used and the prompts here are ignored."),
+                *mask_inputs(),
             ],
             outputs=[io.Image.Output("image_out", display_name="image",
                                      tooltip="The stylised image(s), at the size chosen by the size policy.")],
@@ -62,7 +66,8 @@ class ZeconStyleTransfer(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, model, clip, target_prompt, source_prompt, respacing, skip, size_policy, size, seed,
-                sampler, clip_global_patch, clip_dir_patch, zecon, mse, vgg, n_patch, guidance=None) -> io.NodeOutput:
+                sampler, clip_global_patch, clip_dir_patch, zecon, mse, vgg, n_patch, guidance=None, style=None,
+                mask=None, feather=DEFAULT_FEATHER) -> io.NodeOutput:
         node_id = cls.hidden.unique_id
         if guidance is None:
             config = GuidanceConfig().replace(clip_global_patch=clip_global_patch, clip_dir_patch=clip_dir_patch,
@@ -74,9 +79,10 @@ class ZeconStyleTransfer(io.ComfyNode):
             raise ValueError(bad)
         steps = s.num_steps - skip
         progress = NodeProgress(2 * steps, node_id)
-        with torch.inference_mode(False):
-            style = encode_style(clip, target_prompt, source_prompt) if guidance.config.uses_clip else None
+        if style is None and guidance.config.uses_clip:
+            with torch.inference_mode(False):
+                style = encode_style(clip, target_prompt, source_prompt)
         latent = invert_on_device(model, source, respacing, skip, progress.phase(steps))
         out = run_sampler(model, latent, style, clip, guidance, sampler=sampler, eta=0.0, seed=seed, start="renoise",
-                          callback=progress.phase(steps))
+                          callback=progress.phase(steps), mask=mask, feather=feather)
         return io.NodeOutput(out)

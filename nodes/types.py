@@ -9,9 +9,11 @@ nodes never wrap or copy them. All tensors in them are float32.
                    ComfyUI runs with --highvram/--gpu-only) between runs.
 ``ZECON_CLIP``     :class:`zecon_core.clip_model.ClipModel` - open_clip model
                    and tokenizer; ``.name`` identifies the weights.
-``ZECON_STYLE``    :class:`zecon_core.pipeline.StylePrompt` - target/source
-                   prompts and their CLIP text embeddings (CPU), plus the name
-                   of the CLIP that encoded them.
+``ZECON_STYLE``    :class:`zecon_core.style.StylePrompt` - target/source
+                   labels and their CLIP embeddings (text prompts, style images
+                   or blends; on the CLIP's device, the CPU between runs), the
+                   share of the source taken from the source picture's image
+                   embedding, and the name of the CLIP that encoded them.
 ``ZECON_LATENT``   :class:`zecon_core.pipeline.Inversion` - the DDIM-inverted
                    latent, the prepared source image it came from (both CPU,
                    [B, 3, H, W]), the respaced schedule and the skip count.

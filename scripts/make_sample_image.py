@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Draw the bundled sample image ``assets/sample.png`` (and the pack icon ``assets/icon.png``).
 
+Also ``assets/sample_masked.png``, the same scene with a transparent hole over the
+house and its hill (ComfyUI's Load Image gives it as the MASK: the region to
+restyle), and ``assets/style_sample.png``, a code-drawn "mosaic" style reference.
+
 A simple, photograph-free landscape made only of code: sky gradient, sun, two
 rows of hills, a house with a roof, door and windows, a tree, a path. Clear
 shapes and flat colours give style transfer something to work on (edges for
@@ -121,6 +125,34 @@ def draw_icon(scene: Image.Image, size: int = 400) -> Image.Image:
     return out
 
 
+def draw_masked(scene: Image.Image) -> Image.Image:
+    """The scene as RGBA, alpha 0 over an ellipse around the house (Load Image's MASK = 1 - alpha)."""
+    size = scene.width
+    alpha = Image.new("L", (size * SS, size * SS), 255)
+    s = SS * size / 256
+    ImageDraw.Draw(alpha).ellipse([60 * s, 96 * s, 184 * s, 224 * s], fill=0)
+    out = scene.convert("RGBA")
+    out.putalpha(alpha.resize((size, size), Image.LANCZOS))
+    return out
+
+
+def draw_style(size: int = SIZE) -> Image.Image:
+    """A style reference: bold mosaic tiles in warm and cold colours with dark grout (no randomness)."""
+    im = Image.new("RGB", (size, size), (30, 24, 40))
+    d = ImageDraw.Draw(im)
+    palette = ((214, 80, 52), (238, 176, 60), (52, 110, 176), (240, 226, 190), (80, 150, 120), (150, 60, 110))
+    tile = 16
+    for j in range(size // tile + 1):
+        for i in range(size // tile + 1):
+            k = (i * 7 + j * 3 + (i * j) % 5) % len(palette)
+            x, y = i * tile + (j % 2) * tile // 2, j * tile
+            d.polygon([(x, y + 2), (x + tile - 3, y + 1), (x + tile - 2, y + tile - 3), (x + 1, y + tile - 2)],
+                      fill=palette[k])
+    for r in range(20, size, 36):
+        d.arc([size // 2 - r, size // 2 - r, size // 2 + r, size // 2 + r], 0, 360, fill=(20, 16, 28), width=3)
+    return im
+
+
 def _png_bytes(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
@@ -133,7 +165,8 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the files on disk instead of writing")
     args = ap.parse_args(argv)
     scene = draw_scene()
-    files = {"sample.png": _png_bytes(scene), "icon.png": _png_bytes(draw_icon(scene))}
+    files = {"sample.png": _png_bytes(scene), "icon.png": _png_bytes(draw_icon(scene)),
+             "sample_masked.png": _png_bytes(draw_masked(scene)), "style_sample.png": _png_bytes(draw_style())}
     out = Path(args.out_dir)
     if args.check:
         bad = [n for n, b in files.items() if not (out / n).is_file() or (out / n).read_bytes() != b]

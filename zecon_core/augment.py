@@ -51,12 +51,17 @@ class ViewParams:
 
 def sample_view_params(n: int, height: int, width: int, *, crop: bool, patch_min: float = 0.01,
                        patch_max: float = 0.3, aug_prob: float = 1.0,
-                       generator: torch.Generator | None = None) -> ViewParams:
-    """Draw the parameters of ``n`` views of an image of ``height`` x ``width``."""
+                       generator: torch.Generator | None = None, region: torch.Tensor | None = None) -> ViewParams:
+    """Draw the parameters of ``n`` views of an image of ``height`` x ``width``.
+
+    ``region`` (crops only): [height, width] non-negative weights, e.g. a mask; each crop is then
+    placed around a pixel drawn with these weights (the crop's size is drawn as without a region),
+    so the crops cover the region. ``None``: crops anywhere (the original's draws, unchanged).
+    """
     def rand(*shape):
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
-    boxes = _sample_crop_boxes(n, height, width, patch_min, patch_max, rand) if crop else None
+    boxes = _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, region, generator) if crop else None
     h, w = (CROP_SIZE, CROP_SIZE) if crop else (height, width)
     angle = (rand(n) * 2 - 1) * MAX_DEGREES
     shift_y = (rand(n) * 2 - 1) * MAX_TRANSLATE * h
@@ -71,7 +76,7 @@ def sample_view_params(n: int, height: int, width: int, *, crop: bool, patch_min
     return ViewParams(boxes, affine, affine_applied, perspective, perspective_applied)
 
 
-def _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, tries=10):
+def _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, region=None, generator=None, tries=10):
     area = (patch_min + (patch_max - patch_min) * rand(n, tries)) * (height * width)
     log_lo, log_hi = math.log(3 / 4), math.log(4 / 3)
     ratio = torch.exp(log_lo + (log_hi - log_lo) * rand(n, tries))
@@ -82,9 +87,26 @@ def _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, tries=10):
     any_ok = ok.any(dim=1)
     cw = torch.where(any_ok, cw.gather(1, first)[:, 0], torch.full((n,), float(width), dtype=torch.float64))
     ch = torch.where(any_ok, ch.gather(1, first)[:, 0], torch.full((n,), float(height), dtype=torch.float64))
-    x0 = (rand(n) * (width - cw + 1)).floor()
-    y0 = (rand(n) * (height - ch + 1)).floor()
+    if region is None:
+        x0 = (rand(n) * (width - cw + 1)).floor()
+        y0 = (rand(n) * (height - ch + 1)).floor()
+    else:
+        x0, y0 = _boxes_around_region(region, n, height, width, cw, ch, generator)
     return torch.stack([x0, y0, x0 + cw - 1, y0 + ch - 1], dim=1).to(torch.int64)
+
+
+def _boxes_around_region(region, n, height, width, cw, ch, generator):
+    """Top-left corners of ``cw`` x ``ch`` boxes centred on pixels drawn with weights ``region``, kept in the image."""
+    weights = region.detach().to("cpu", torch.float64).reshape(-1)
+    if weights.numel() != height * width:
+        raise ValueError(f"the crop region is {tuple(region.shape)}, the image {height}x{width}")
+    if not bool((weights >= 0).all()) or not bool((weights > 0).any()):
+        raise ValueError("the crop region needs non-negative weights, not all zero")
+    centre = torch.multinomial(weights, n, replacement=True, generator=generator)
+    cy, cx = (centre // width).to(torch.float64), (centre % width).to(torch.float64)
+    x0 = torch.minimum((cx - torch.div(cw - 1, 2, rounding_mode="floor")).clamp(min=0), width - cw)
+    y0 = torch.minimum((cy - torch.div(ch - 1, 2, rounding_mode="floor")).clamp(min=0), height - ch)
+    return x0, y0
 
 
 def corners(h: int, w: int) -> torch.Tensor:

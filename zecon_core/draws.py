@@ -49,12 +49,18 @@ class Draws:
         return torch.stack([torch.randperm(num_positions, generator=g)[:k] for g in self._per_item(batch)])
 
     def views(self, i: int, key: str, n: int, batch: int, height: int, width: int, *, crop: bool,
-              patch_min: float, patch_max: float, aug_prob: float) -> ViewParams:
-        """Parameters of ``n`` augmented views per item (item-major: views of item 0 first)."""
+              patch_min: float, patch_max: float, aug_prob: float,
+              region: torch.Tensor | None = None) -> ViewParams:
+        """Parameters of ``n`` augmented views per item (item-major: views of item 0 first).
+
+        ``region``: [batch, 1, height, width] weights (a prepared mask) or None; crops of item b
+        are placed in ``region[b]`` (see ``sample_view_params``). Views without crops ignore it.
+        """
+        regions = [None] * batch if region is None or not crop else [r[0] for r in region]
         params = [
             sample_view_params(n, height, width, crop=crop, patch_min=patch_min, patch_max=patch_max,
-                               aug_prob=aug_prob, generator=g)
-            for g in self._per_item(batch)
+                               aug_prob=aug_prob, generator=g, region=r)
+            for g, r in zip(self._per_item(batch), regions)
         ]
         return concat_view_params(params)
 

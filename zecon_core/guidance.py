@@ -114,11 +114,15 @@ class GuidanceConfig:
 
 @dataclass(eq=False)
 class GuidanceInputs:
-    """What the guidance compares against: the source image and the text embeddings."""
+    """What the guidance compares against: the source image and the style embeddings.
+
+    ``region``: a prepared mask (``mask.prepare_mask``) whose region the patch crops are drawn in, or None.
+    """
 
     source: torch.Tensor            # [B, 3, H, W] in [-1, 1]
     target_embeds: torch.Tensor     # [B or 1, E]
     source_embeds: torch.Tensor     # [B or 1, E]
+    region: torch.Tensor | None = None   # [B, 1, H, W] in [0, 1]
 
 
 @dataclass(eq=False)
@@ -305,7 +309,8 @@ class ZeconGuidance:
     def _views(self, i, key, image, crop):
         cfg, batch = self.cfg, image.shape[0]
         params = self.draws.views(i, key, cfg.n_patch, batch, *image.shape[-2:], crop=crop,
-                                  patch_min=cfg.patch_min, patch_max=cfg.patch_max, aug_prob=cfg.aug_prob)
+                                  patch_min=cfg.patch_min, patch_max=cfg.patch_max, aug_prob=cfg.aug_prob,
+                                  region=self.inputs.region)
         item = torch.arange(batch).repeat_interleave(cfg.n_patch)
         return render_views(image, params, item)
 

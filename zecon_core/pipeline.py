@@ -19,27 +19,15 @@ from .clip_model import ClipModel
 from .determinism import reproducible
 from .draws import Draws
 from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+from .mask import prepare_mask
 from .memory import check_fits, run_guarded
 from .model import DiffusionModel
 from .sampler import SAMPLERS, Callback, ddim_invert, sample
 from .schedule import Schedule
+from .style import StylePrompt, check_style, encode_style, style_embeddings
 from .vgg import VGGFeatures
 
 START_MODES = ("renoise", "latent")
-
-
-@dataclass(eq=False)
-class StylePrompt:
-    """Target and source prompts with their CLIP text embeddings (``ZECON_STYLE``)."""
-
-    target: tuple[str, ...]
-    source: tuple[str, ...]
-    target_embeds: torch.Tensor   # [n, E] float32
-    source_embeds: torch.Tensor   # [n, E]
-    clip_name: str
-
-    def __len__(self):
-        return len(self.target)
 
 
 @dataclass(eq=False)
@@ -59,19 +47,6 @@ class Inversion:
 
     def __len__(self):
         return self.latent.shape[0]
-
-
-def encode_style(clip: ClipModel, target: str | Sequence[str], source: str | Sequence[str] = "Photo") -> StylePrompt:
-    """Encode target and source prompts once (one pair, or one per batch item)."""
-    targets = (target,) if isinstance(target, str) else tuple(target)
-    sources = (source,) if isinstance(source, str) else tuple(source)
-    if len(sources) == 1 and len(targets) > 1:
-        sources = sources * len(targets)
-    if len(sources) != len(targets):
-        raise ValueError(f"{len(targets)} target prompts but {len(sources)} source prompts")
-    if not targets:
-        raise ValueError("no target prompt given")
-    return StylePrompt(targets, sources, clip.encode_text(list(targets)), clip.encode_text(list(sources)), clip.name)
 
 
 def check_source(model: DiffusionModel, images: torch.Tensor) -> None:
@@ -113,7 +88,8 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
                   sampler: str = "ddpm", eta: float = 0.0, seed: int | Sequence[int] = 0,
                   start: str = "renoise", exact_guidance_index: bool = False, draws: Draws | None = None,
                   callback: Callback | None = None, deterministic: bool = True,
-                  on_losses: Callable[[dict[str, float]], None] | None = None) -> torch.Tensor:
+                  on_losses: Callable[[dict[str, float]], None] | None = None,
+                  mask: torch.Tensor | None = None, feather: float = 0.0) -> torch.Tensor:
     """Guided reverse sampling from an inversion; returns [B, 3, H, W] in [-1, 1] on the model's device.
 
     ``start``: ``renoise`` (the original's DDPM start, q_sample(x0, t_start, noise=latent)) or
@@ -123,6 +99,10 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
     backward); False allows the faster fused kernels, whose results vary in the last bits.
     ``on_losses``: called after every step with that step's weighted loss values (empty when
     no guidance runs), before ``callback``.
+    ``mask``: restyle only this region (``mask.prepare_mask``: [H, W], [B, H, W] or [B, 1, H, W] in
+    [0, 1], any size, resized to the latent's; ``feather`` px soften its edge). Outside it the result
+    is the unguided reconstruction, and the patch crops are drawn where the mask is. A full mask is
+    no mask.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -135,6 +115,7 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
                       stacklevel=2)
     dev = model.device
     batch, _, h, w = inversion.latent.shape
+    region = None if mask is None else prepare_mask(mask, batch, h, w, feather)
     if draws is None:
         seeds = [seed + b for b in range(batch)] if isinstance(seed, int) else list(seed)
         if len(seeds) != batch:
@@ -147,7 +128,9 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
         x = D.q_sample(s, x0, inversion.start, latent)
     else:
         x = latent
-    zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg_model, draws, batch)
+    if region is not None:
+        region = region.to(dev)
+    zecon_guidance = _make_guidance(model, s, x0, style, clip, guidance, vgg_model, draws, batch, region)
     if zecon_guidance is not None:
         check_fits(model, h, w, batch, guidance, clip)
 
@@ -159,27 +142,14 @@ def sample_guided(model: DiffusionModel, inversion: Inversion, style: StylePromp
 
     def run():
         return sample(_denoiser(model, s), x, s, inversion.start, method=sampler, eta=eta, guidance=zecon_guidance,
-                      draws=draws, callback=step_done, exact_guidance_index=exact_guidance_index)[0]
+                      draws=draws, callback=step_done, exact_guidance_index=exact_guidance_index,
+                      mask=region if zecon_guidance is not None else None)[0]
 
     with reproducible(dev, deterministic):
         return run_guarded(run, "guided sampling", h, w, batch)
 
 
-def check_style(style: StylePrompt | None, clip: ClipModel | None, batch: int) -> None:
-    """Raise ``ValueError`` unless ``style`` and ``clip`` can drive the CLIP losses of a batch (either backbone)."""
-    if style is None or clip is None:
-        raise ValueError("the CLIP losses are on: a style prompt and a CLIP model are needed")
-    if any(not t.strip() for t in style.target):
-        raise ValueError("the target prompt is empty; write a style, or set every CLIP weight to 0 "
-                         "to guide by content only")
-    if style.clip_name != clip.name:
-        raise ValueError(f"the style prompt was encoded with CLIP {style.clip_name}, "
-                         f"but the sampler got CLIP {clip.name}")
-    if len(style) not in (1, batch):
-        raise ValueError(f"{len(style)} style prompts for a batch of {batch} images")
-
-
-def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch):
+def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, batch, region=None):
     if not cfg.active:
         warnings.warn("all guidance weights are 0: the result is a plain reconstruction of the source", stacklevel=3)
         return None
@@ -187,10 +157,11 @@ def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, b
     tgt = src = torch.zeros(1, 1, device=dev)
     if cfg.uses_clip:
         check_style(style, clip, batch)
-        tgt, src = style.target_embeds.to(dev), style.source_embeds.to(dev)
-    inputs = GuidanceInputs(x0, tgt, src)
+        clip = clip.to(dev)
+        tgt, src = style_embeddings(style, clip, x0)
+    inputs = GuidanceInputs(x0, tgt, src, region)
     clip_dtype = model.autocast_dtype() if cfg.uses_clip else None
-    clip = clip.to(dev) if cfg.uses_clip else None
+    clip = clip if cfg.uses_clip else None
     vgg = vgg.to(dev) if cfg.vgg > 0 and vgg is not None else None
     return ZeconGuidance(cfg, s, inputs, draws, features=model.features, clip=clip, vgg=vgg, clip_autocast=clip_dtype)
 
@@ -206,9 +177,10 @@ def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prom
             respacing: str = "50", skip: int = 25, sampler: str = "ddpm", eta: float = 0.0,
             seed: int | Sequence[int] = 0, guidance: GuidanceConfig | None = None,
             callback: Callback | None = None, inversion_callback: Callback | None = None,
-            **guidance_settings) -> torch.Tensor:
+            mask: torch.Tensor | None = None, feather: float = 0.0, **guidance_settings) -> torch.Tensor:
     """Restyle [-1, 1] images after a text prompt; defaults are the original README's.
 
+    ``mask`` / ``feather``: restyle only a region (see ``sample_guided``).
     ``guidance_settings`` override single fields of ``GuidanceConfig``
     (e.g. ``zecon=1000``). Returns [B, 3, H, W] in [-1, 1] on the CPU.
     """
@@ -219,5 +191,5 @@ def stylize(image: torch.Tensor, target_prompt: str | Sequence[str], source_prom
     style = encode_style(clip, target_prompt, source_prompt) if cfg.uses_clip else None
     inv = invert(model, image, respacing=respacing, skip=skip, callback=inversion_callback)
     out = sample_guided(model, inv, style, clip, cfg, vgg_model=vgg_model, sampler=sampler, eta=eta, seed=seed,
-                        callback=callback)
+                        callback=callback, mask=mask, feather=feather)
     return out.cpu()

@@ -21,7 +21,7 @@ from ...zecon_core.clip_model import ClipModel
 from ...zecon_core.draws import Draws
 from ...zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
 from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder
-from ...zecon_core.pipeline import StylePrompt, check_style
+from ...zecon_core.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
 from . import backbone as B
 
@@ -137,7 +137,7 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
     if cfg.uses_clip:
         check_style(plan.style, plan.clip, batch)
         clip = on_device(plan.clip, dev)
-        tgt, src = plan.style.target_embeds.to(dev), plan.style.source_embeds.to(dev)
+        tgt, src = style_embeddings(plan.style, clip, source.image)
     vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
     draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
     losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src), draws,

@@ -467,3 +467,96 @@ def test_known_model_label_stays_valid_after_the_file_is_there(client):
         assert client.output_paths(entry, _node(prompt, "SaveImage"))
     finally:
         path.unlink()
+
+
+# ------------------------------------------------------------------ masks, style images, blends
+MASKED = "zecon_masked_style_image"
+
+
+def _loaded_mask(server, name=zt.MASKED_SAMPLE_NAME):
+    """The MASK ComfyUI's LoadImage gives for an RGBA file: 1 - alpha."""
+    import torch
+    with Image.open(server.input_dir / name) as im:
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+    return 1.0 - torch.from_numpy(alpha)
+
+
+def test_masked_region_is_restyled_and_the_rest_is_the_unguided_reconstruction(client, server):
+    """The shipped masked workflow, with the DDIM sampler (deterministic): beyond the feather, the saved
+    pixels equal those of the same graph with every guidance weight 0 (the plain reconstruction)."""
+    from zecon_core.mask import prepare_mask
+
+    prompt = zt.tiny(zt.load_api(MASKED))
+    [node] = zt.nodes_of(prompt, "ZeconStyleTransfer")
+    [save] = zt.nodes_of(prompt, "SaveImage")
+    prompt[node]["inputs"].update(sampler="ddim", seed=5)
+    prompt[save]["inputs"]["filename_prefix"] = "zecon_test/masked"
+    styled = _saved(client, client.run(prompt, timeout=300), save)
+
+    plain = zt.tiny(zt.load_api(MASKED))
+    plain[node]["inputs"].update(sampler="ddim", seed=5)
+    plain["91"] = {"class_type": "ZeconGuidance", "inputs": _zero_guidance(client)}
+    plain[node]["inputs"]["guidance"] = ["91", 0]
+    del plain[node]["inputs"]["mask"]
+    plain[save]["inputs"]["filename_prefix"] = "zecon_test/masked_plain"
+    reconstruction = _saved(client, client.run(plain, timeout=300), save)
+
+    size = zt.TINY_RUN["size"]
+    feather = prompt[node]["inputs"]["feather"]
+    m = prepare_mask(_loaded_mask(server), 1, size, size, feather)[0, 0].numpy()
+    outside, core = m == 0, m > 0.999
+    assert outside.sum() > 500 and core.sum() > 100
+    assert np.abs(styled[outside] - reconstruction[outside]).max() <= 1.5 / 255   # 8-bit rounding only
+    assert np.abs(styled[core] - reconstruction[core]).mean() > 0.02
+
+
+def _zero_guidance(client) -> dict:
+    """Inputs of a ZeconGuidance node: its defaults, every loss weight 0."""
+    from zecon_core.guidance import LOSS_NAMES
+    spec = client.object_info("ZeconGuidance")["input"]
+    inputs = {name: s[1]["default"] for group in ("required", "optional") for name, s in spec.get(group, {}).items()
+              if "default" in s[1]}
+    inputs.update({k: 0.0 for k in LOSS_NAMES})
+    return inputs
+
+
+def test_new_nodes_take_comfy_types(client):
+    info = client.object_info()
+    st = info["ZeconStyleTransfer"]["input"]["optional"]
+    assert st["mask"][0] == "MASK" and st["style"][0] == "ZECON_STYLE" and st["feather"][1]["default"] == 8
+    assert info["ZeconSampler"]["input"]["optional"]["mask"][0] == "MASK"
+    assert info["ZeconStyleImage"]["input"]["required"]["images"][0] == "IMAGE"
+    assert info["ZeconStyleImage"]["output"] == ["ZECON_STYLE"] == info["ZeconStyleBlend"]["output"]
+
+
+def test_empty_mask_is_a_clear_error(client):
+    """sample.png has no alpha channel: LoadImage's MASK is all 0, and the run says the mask is empty."""
+    prompt = zt.tiny(zt.load_api(MASKED))
+    [photo] = [n for n in zt.nodes_of(prompt, "LoadImage") if prompt[n]["inputs"]["image"] == zt.MASKED_SAMPLE_NAME]
+    prompt[photo]["inputs"]["image"] = zt.SAMPLE_NAME
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == _node(prompt, "ZeconStyleTransfer")
+    assert "the mask is empty" in err["exception_message"]
+
+
+def test_modular_sampler_takes_a_mask_a_style_image_and_a_batch_of_styles(client, server):
+    """The modular graph with a per-image image style blended into a batch of two per-line prompts and a mask."""
+    prompt = _modular()
+    clip = _node(prompt, "ZeconClipLoader")
+    style = _node(prompt, "ZeconStylePrompt")
+    inv = _node(prompt, "ZeconInversion")
+    prompt["80"] = {"class_type": "LoadImage", "inputs": {"image": zt.MASKED_SAMPLE_NAME}}
+    prompt["81"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["80", 0], "amount": 2}}
+    prompt["82"] = {"class_type": "LoadImage", "inputs": {"image": zt.STYLE_SAMPLE_NAME}}
+    prompt["83"] = {"class_type": "ZeconStyleImage", "inputs": {"clip": [clip, 0], "images": ["82", 0], "crops": 2}}
+    prompt["84"] = {"class_type": "ZeconStyleBlend", "inputs": {"style_a": [style, 0], "style_b": ["83", 0],
+                                                                "weight": 0.5}}
+    prompt[style]["inputs"].update(target_prompt="(an oil painting:2) (ink:1)\na pencil sketch", per_line=True)
+    prompt[inv]["inputs"]["image"] = ["81", 0]
+    for s in zt.nodes_of(prompt, "ZeconSampler"):
+        prompt[s]["inputs"].update(style=["84", 0], mask=["80", 1], feather=4)
+    entry = client.run(prompt, timeout=300)
+    paths = client.output_paths(entry, zt.nodes_of(prompt, "SaveImage")[0])
+    assert len(paths) == 2
+    a, b = (_image(p) for p in paths)
+    assert np.isfinite(a).all() and np.isfinite(b).all() and np.abs(a - b).mean() > 1e-3

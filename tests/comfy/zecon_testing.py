@@ -21,6 +21,8 @@ WORKFLOWS_DIR = REPO / "workflows"
 API_DIR = REPO / "tests" / "workflows_api"
 SAMPLE_ASSET = REPO / "assets" / "sample.png"
 SAMPLE_NAME = "sample.png"
+MASKED_SAMPLE_NAME = "sample_masked.png"     # the scene with a transparent region: Load Image's MASK
+STYLE_SAMPLE_NAME = "style_sample.png"       # a style reference image
 ARTIFACTS = Path(os.environ.get("ZECON_ARTIFACTS") or REPO / "test-artifacts")
 
 TINY_UNET = "tiny_adm.safetensors"
@@ -30,7 +32,7 @@ TINY_VGG = "tiny_vgg.safetensors"
 VGG_LAYERS_FILE = "vgg19_zecon_layers.safetensors"   # found by the guidance nodes' "auto" VGG
 
 NODE_IDS = ("ZeconDiffusionLoader", "ZeconClipLoader", "ZeconStylePrompt", "ZeconInversion",
-            "ZeconGuidance", "ZeconSampler", "ZeconStyleTransfer")
+            "ZeconGuidance", "ZeconSampler", "ZeconStyleTransfer", "ZeconStyleImage", "ZeconStyleBlend")
 
 # One CPU thread per torch op: on a shared 2-core machine two spinning OpenMP
 # threads per process made a tiny run 8x slower.

@@ -33,6 +33,8 @@ import zecon_testing as zt  # noqa: E402
 IMAGENET = "256x256_diffusion_uncond.pt (download on first use)"
 FFHQ = "ffhq_10m.pt (download on first use)"
 SAMPLE = zt.SAMPLE_NAME
+MASKED_SAMPLE = zt.MASKED_SAMPLE_NAME
+STYLE_SAMPLE = zt.STYLE_SAMPLE_NAME
 THUMB_WIDTH = 768
 
 NOTE_COMMON = (
@@ -132,6 +134,44 @@ WORKFLOWS = {
         "links": [(1, 0, 4, "image"), (2, 0, 4, "model"), (3, 0, 4, "clip"), (4, 0, 5, "images")],
         "columns": [[1, 2, 3], [4], [5, 6]],
         "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 4: [400, 620], 5: [360, 320], 6: [360, 240]},
+    },
+    "zecon_masked_style_image": {
+        "title": "ZeCon region restyled after a style image and a prompt (ImageNet model)",
+        "description": "Restyles only the masked region of a photo (Load Image's mask: the transparent part, or "
+                       "what you paint in the mask editor) after a style image blended with a text prompt; outside "
+                       "the mask the photo is kept.",
+        "models": ["256x256_diffusion_uncond.pt", "CLIP ViT-B-16 (openai)", "VGG19 (torchvision)"],
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "pos": [40, 40], "title": "Photo and region (mask)",
+             "widgets": {"image": MASKED_SAMPLE}},
+            {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+            {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
+             "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+            {"id": 4, "type": "LoadImage", "pos": [440, 40], "title": "Style image",
+             "widgets": {"image": STYLE_SAMPLE}},
+            {"id": 5, "type": "ZeconStyleImage", "pos": [440, 420], "widgets": {"crops": 8, "seed": 0}},
+            {"id": 6, "type": "ZeconStylePrompt", "pos": [440, 600],
+             "widgets": {"target_prompt": "a mosaic of coloured tiles", "source_prompt": "Photo"}},
+            {"id": 7, "type": "ZeconStyleBlend", "pos": [820, 420], "widgets": {"weight": 0.3}},
+            {"id": 8, "type": "ZeconStyleTransfer", "pos": [820, 40],
+             "widgets": {"target_prompt": "", "source_prompt": "Photo", "respacing": "50", "skip": 25,
+                         "size_policy": "resize", "size": 256, "seed": 0, "sampler": "ddpm", "feather": 8}},
+            {"id": 9, "type": "SaveImage", "pos": [1240, 40], "widgets": {"filename_prefix": "zecon/masked_style"}},
+            {"id": 10, "type": "MarkdownNote", "pos": [1240, 420], "title": "About this workflow",
+             "widgets": {"text": NOTE_COMMON + "Only the **masked region** is restyled (right-click Load Image "
+                                               "-> *Open in MaskEditor* to paint your own); `feather` softens its "
+                                               "edge. The style comes from **Style Image** blended with the "
+                                               "prompt: **Style Blend** `weight` is the prompt's share (0 = image "
+                                               "only). The all-in-one node's own prompts are ignored while a "
+                                               "style is connected."}},
+        ],
+        "links": [(1, 0, 8, "image"), (1, 1, 8, "mask"), (2, 0, 8, "model"), (3, 0, 8, "clip"),
+                  (3, 0, 5, "clip"), (4, 0, 5, "images"), (3, 0, 6, "clip"),
+                  (5, 0, 7, "style_a"), (6, 0, 7, "style_b"), (7, 0, 8, "style"), (8, 0, 9, "images")],
+        "columns": [[1, 2, 3], [4, 5, 6], [8, 7], [9, 10]],
+        "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 4: [380, 380], 6: [380, 200], 8: [400, 700],
+                  9: [360, 320], 10: [360, 280]},
     },
 }
 
