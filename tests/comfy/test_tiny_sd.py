@@ -3,8 +3,8 @@
 In-process: each family runs through ComfyUI's own sampling machinery (CFGGuider +
 euler + a 3-step schedule, under inference_mode as the executor runs nodes); the
 written files load through the stock loaders' code paths. In a real ComfyUI server:
-one prompt with a tiny SD15 from UNETLoader/VAELoader files and a tiny SDXL from the
-test node, each through SamplerCustomAdvanced into SaveImage.
+one prompt with a tiny SD15 from UNETLoader/VAELoader files, a tiny SDXL and a tiny flow
+model from the test node, each through SamplerCustomAdvanced into SaveImage/PreviewImage.
 """
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_sd15_unet_file_loads_through_unetloader_as_sd15(comfy, model_files):
     import torch
     import comfy.supported_models as sm
     import folder_paths
-    import nodes
+    nodes = T.comfy_nodes()
     folder_paths.add_model_folder_path("diffusion_models", str(model_files["diffusion_models"]))
     assert T.SD15_UNET_FILE in folder_paths.get_filename_list("diffusion_models")
     (model,) = nodes.UNETLoader().load_unet(T.SD15_UNET_FILE, "default")
@@ -149,7 +149,7 @@ def test_checkpoint_and_vae_files_load_through_their_loaders(comfy, model_files)
     import comfy.supported_models as sm
     import comfy.taesd.taesd
     import folder_paths
-    import nodes
+    nodes = T.comfy_nodes()
     for name in ("checkpoints", "vae", "vae_approx"):
         folder_paths.add_model_folder_path(name, str(model_files[name]))
     model, clip, vae = nodes.CheckpointLoaderSimple().load_checkpoint(T.SD15_CKPT_FILE)[:3]
@@ -211,7 +211,17 @@ def _prompt() -> dict:
         "27": ("VAEDecode", {"samples": ["26", 0], "vae": ["21", 2]}),
         "28": ("SaveImage", {"images": ["27", 0], "filename_prefix": "tiny_sdxl"}),
     }
-    return {k: {"class_type": ct, "inputs": inputs} for k, (ct, inputs) in {**sd15, **sdxl}.items()}
+    flow = {  # SD3-style flow model; EmptyLatentImage's 4 zero channels become 16 in SamplerCustomAdvanced
+        "31": ("ZeconTestTinySD", {"arch": "flow", "seed": 0}),
+        "32": ("CLIPTextEncode", {"clip": ["31", 1], "text": "a crayon sketch"}),
+        "33": ("BasicGuider", {"model": ["31", 0], "conditioning": ["32", 0]}),
+        "34": ("BasicScheduler", {"model": ["31", 0], "scheduler": "simple", "steps": 3, "denoise": 1.0}),
+        "35": ("SamplerCustomAdvanced", {"noise": ["11", 0], "guider": ["33", 0], "sampler": ["10", 0],
+                                         "sigmas": ["34", 0], "latent_image": ["24", 0]}),
+        "36": ("VAEDecode", {"samples": ["35", 0], "vae": ["31", 2]}),
+        "37": ("PreviewImage", {"images": ["36", 0]}),
+    }
+    return {k: {"class_type": ct, "inputs": inputs} for k, (ct, inputs) in {**sd15, **sdxl, **flow}.items()}
 
 
 @pytest.mark.comfy
@@ -232,3 +242,5 @@ def test_tiny_models_in_a_real_server(comfy_server_factory, model_files):
         with Image.open(paths[0]) as im:
             assert im.size == (128, 128)
             assert np.isfinite(np.asarray(im, dtype=np.float32)).all()
+    previews = client.output_images(entry, "37")
+    assert len(previews) == 1 and previews[0]["type"] == "temp", entry.get("outputs")

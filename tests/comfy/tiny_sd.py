@@ -164,6 +164,20 @@ def setup_comfy(comfy_dir: str | os.PathLike | None = None, cpu: bool = True) ->
     return d
 
 
+def comfy_nodes():
+    """ComfyUI's own ``nodes`` module (UNETLoader, VAELoader, CheckpointLoaderSimple ...).
+
+    The repository root (on pytest's pythonpath) has a ``nodes`` package of its own; after
+    :func:`setup_comfy` the ComfyUI dir comes first, and this checks that the module really is
+    ComfyUI's nodes.py rather than importing the wrong one silently."""
+    import nodes
+    f = Path(getattr(nodes, "__file__", "") or "").resolve()
+    if f.name != "nodes.py" or not hasattr(nodes, "UNETLoader"):
+        raise RuntimeError(f"'import nodes' gave {f}, not ComfyUI's nodes.py: call setup_comfy() "
+                           "before anything imports another top-level 'nodes'")
+    return nodes
+
+
 # ------------------------------------------------------------------ random weights
 def fill_random_(module, seed: int = DEFAULT_SEED, scale: float = 1.0):
     """Overwrite every floating tensor of ``module.state_dict()`` in place, deterministically:
@@ -237,11 +251,9 @@ def tiny_model(arch: str = "sd15", seed: int = DEFAULT_SEED):
 
 
 def unet_state_dict(arch: str = "sd15_file", seed: int = DEFAULT_SEED) -> dict:
-    """The diffusion model's weights (keys as in a diffusion_models file, no prefix)."""
-    mc = model_config(arch)
-    import comfy.model_base as mb
-    base = mb.BaseModel(mc, model_type=mb.ModelType.EPS) if arch != "flow" else mc.get_model({})
-    return random_state_dict(base.diffusion_model, seed)
+    """The diffusion model's weights (keys as in a diffusion_models file, no prefix); the same
+    tensors as ``tiny_model(arch, seed)`` holds."""
+    return random_state_dict(model_config(arch).get_model({}).diffusion_model, seed)
 
 
 def _save(sd: dict, path, fp16: bool = False) -> Path:
