@@ -8,6 +8,7 @@ model from the test node, each through SamplerCustomAdvanced into SaveImage/Prev
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -24,9 +25,13 @@ SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module")
-def comfy():
+def comfy_inproc():
+    """ComfyUI's modules importable in this process (tiny_sd.setup_comfy), torch on one thread."""
     if not harness.comfyui_available():
-        pytest.skip(f"ComfyUI not found at {harness.default_comfyui_dir()}; run scripts/setup_env.sh")
+        reason = f"ComfyUI not found at {harness.default_comfyui_dir()}; run scripts/setup_env.sh"
+        if os.environ.get("ZECON_REQUIRE_COMFY") or os.environ.get("CI"):  # as conftest's fixtures
+            pytest.fail(reason + " (required: CI / ZECON_REQUIRE_COMFY is set)", pytrace=False)
+        pytest.skip(reason)
     T.setup_comfy(harness.default_comfyui_dir())
     import torch
     threads = torch.get_num_threads()
@@ -36,7 +41,7 @@ def comfy():
 
 
 @pytest.fixture(scope="module")
-def model_files(comfy, tmp_path_factory):
+def model_files(comfy_inproc, tmp_path_factory):
     """{model folder name: dir} with every loader file written by tiny_sd."""
     return T.write_model_folders(tmp_path_factory.mktemp("tiny_sd_models"))
 
@@ -57,7 +62,7 @@ def _sample(model, positive, negative, latent, cfg=2.0, steps=3, seed=0):
 
 # ------------------------------------------------------------------ in-process
 @pytest.mark.parametrize("arch", T.ARCHS)
-def test_every_family_samples_through_comfy(comfy, arch):
+def test_every_family_samples_through_comfy(comfy_inproc, arch):
     import torch
     import comfy.model_base as mb
     import comfy.supported_models as sm
@@ -91,7 +96,7 @@ def test_every_family_samples_through_comfy(comfy, arch):
         assert vae.encode(image).shape == (1, ch, 16, 16)
 
 
-def test_same_seed_same_weights_other_seed_other_weights(comfy):
+def test_same_seed_same_weights_other_seed_other_weights(comfy_inproc):
     import torch
     a = T.tiny_model("sdxl", 5).model.diffusion_model.state_dict()
     b = T.tiny_model("sdxl", 5).model.diffusion_model.state_dict()
@@ -104,8 +109,10 @@ def test_same_seed_same_weights_other_seed_other_weights(comfy):
     assert torch.equal(e1, e2)
 
 
-def test_unet_forward_is_fast(comfy):
-    """One forward at a 16x16 latent on one thread: the in-process tiny models well under 0.1 s."""
+def test_unet_forward_is_fast(comfy_inproc):
+    """One forward at a 16x16 latent on one thread: measured 5-45 ms for the in-process tiny
+    models (flow ~5, sd2v/sdxl ~20-30, sd15 ~35; sd15_file ~55) on a shared 2-core machine;
+    the bound is a regression guard with room for a loaded machine."""
     import torch
     for arch in ("sd15", "sd2v", "sdxl", "flow"):
         dm = T.tiny_model(arch, 0).model.diffusion_model
@@ -116,7 +123,7 @@ def test_unet_forward_is_fast(comfy):
         with torch.inference_mode():
             dm(x, t, context=c, **kw)
             best = min(_timed(lambda: dm(x, t, context=c, **kw)) for _ in range(3))
-        assert best < 0.1, (arch, best)
+        assert best < 0.25, (arch, best)
 
 
 def _timed(fn) -> float:
@@ -125,7 +132,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def test_sd15_unet_file_loads_through_unetloader_as_sd15(comfy, model_files):
+def test_sd15_unet_file_loads_through_unetloader_as_sd15(comfy_inproc, model_files):
     import torch
     import comfy.supported_models as sm
     import folder_paths
@@ -144,7 +151,7 @@ def test_sd15_unet_file_loads_through_unetloader_as_sd15(comfy, model_files):
     assert torch.isfinite(out).all()
 
 
-def test_checkpoint_and_vae_files_load_through_their_loaders(comfy, model_files):
+def test_checkpoint_and_vae_files_load_through_their_loaders(comfy_inproc, model_files):
     import torch
     import comfy.supported_models as sm
     import comfy.taesd.taesd
@@ -168,7 +175,7 @@ def test_checkpoint_and_vae_files_load_through_their_loaders(comfy, model_files)
             assert image.shape == (1, 64, 64, 3) and torch.isfinite(image).all()
 
 
-def test_taesd_decoders_load_into_comfy_taesd(comfy, tmp_path):
+def test_taesd_decoders_load_into_comfy_taesd(comfy_inproc, tmp_path):
     import torch
     import comfy.latent_formats as lf
     import comfy.taesd.taesd

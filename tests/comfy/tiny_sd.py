@@ -26,6 +26,10 @@ model_channels 320 and context_dim 768 are what SD15 matches on, so only the
 depth can shrink (one level, one res block with a depth-1 transformer, no middle block;
 no transformer on the output side): 13.6M params, one forward at 16x16 ~55 ms on one thread.
 
+Node pack (tests/comfy/tiny_sd_pack, e.g. ``comfy_server_factory(packs={"zecon_tiny_sd": dir})``):
+``ZeconTestTinySD`` (arch, seed) -> MODEL, CLIP, VAE = :func:`tiny_sd`;
+``ZeconTestTinyCLIP`` (arch, seed) -> CLIP = :func:`tiny_clip` (seed + 1, as in ZeconTestTinySD).
+
 Files for the stock loaders:
 
 * :func:`write_sd15_unet`       -> models/diffusion_models (UNETLoader), SD15-detected
