@@ -1,0 +1,64 @@
+"""Test-only ComfyUI node pack: tiny random-weight SD models of every family in a real graph.
+
+Load it with the harness: ``comfy_server_factory(packs={"zecon_tiny_sd": TINY_SD_PACK})``.
+
+  ZeconTestTinySD   (arch, seed) -> MODEL, CLIP, VAE   in place of CheckpointLoaderSimple
+  ZeconTestTinyCLIP (arch, seed) -> CLIP               e.g. for a UNETLoader'd tiny SD15 file
+                                                       (arch sd15_file: 768-wide, as its UNet)
+
+The models come from tests/comfy/tiny_sd.py (loaded from this folder's parent under a
+private module name, so nothing else of tests/comfy lands on the server's sys.path).
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+_LIB = "zecon_tests_tiny_sd"
+if _LIB in sys.modules:
+    tiny_sd = sys.modules[_LIB]
+else:
+    _spec = importlib.util.spec_from_file_location(_LIB, Path(__file__).resolve().parent.parent / "tiny_sd.py")
+    tiny_sd = importlib.util.module_from_spec(_spec)
+    sys.modules[_LIB] = tiny_sd
+    _spec.loader.exec_module(tiny_sd)
+
+_SEED = ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                 "tooltip": "Weights are drawn from this seed: same seed, same model."})
+_ARCH = (list(tiny_sd.ARCHS), {"default": "sd15",
+                               "tooltip": "sd15 / sd2v (v-prediction) / sdxl / flow (SD3 MMDiT) tiny "
+                                          "models; sd15_file: the UNet UNETLoader detects as SD15."})
+
+
+class ZeconTestTinySD:
+    DESCRIPTION = "Tiny random-weight Stable Diffusion model of one family (tests only)."
+    CATEGORY = "zecon_tests"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"arch": _ARCH, "seed": _SEED}}
+
+    def build(self, arch, seed):
+        return tiny_sd.tiny_sd(arch, seed)
+
+
+class ZeconTestTinyCLIP:
+    DESCRIPTION = "The tiny text encoder of one family alone (tests only)."
+    CATEGORY = "zecon_tests"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"arch": _ARCH, "seed": _SEED}}
+
+    def build(self, arch, seed):
+        # the same CLIP seed as ZeconTestTinySD's (seed + 1)
+        return (tiny_sd.tiny_clip(arch, seed + 1),)
+
+
+NODE_CLASS_MAPPINGS = {"ZeconTestTinySD": ZeconTestTinySD, "ZeconTestTinyCLIP": ZeconTestTinyCLIP}
+NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinySD": "ZeCon test: tiny SD model",
+                              "ZeconTestTinyCLIP": "ZeCon test: tiny CLIP"}
