@@ -549,7 +549,8 @@ def test_no_network_at_import(monkeypatch):
 
 
 def test_registry_table():
-    assert set(reg.KNOWN_MODELS) == {"imagenet", "ffhq", "ffhq_baseline", "vgg19", "clip_vit_b16_openai"}
+    assert set(reg.KNOWN_MODELS) == {"imagenet", "ffhq", "ffhq_baseline", "vgg19", "clip_vit_b16_openai",
+                                     "taesd_decoder", "taesdxl_decoder"}
     im = reg.KNOWN_MODELS["imagenet"]
     assert (im.kind, im.filename, im.size) == ("unet", "256x256_diffusion_uncond.pt", 2_211_383_297)
     assert im.sha256 == "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1"
@@ -564,8 +565,8 @@ def test_registry_table():
     assert clip.kind == "clip" and not clip.urls and clip.managed_by_open_clip
     assert (clip.open_clip_model, clip.open_clip_pretrained) == ("ViT-B-16", "openai")
     for m in reg.KNOWN_MODELS.values():
-        assert m.sha256 or m.sha256_prefix or not m.urls, "every downloadable entry must be verifiable"
-        assert m.size or not m.urls
+        assert m.verifiable or not m.urls, "every downloadable entry must be verifiable"
+        assert m.size or m.git_blob or not m.urls  # a Git blob id fixes the size too
         hash(m)  # frozen and hashable
     with pytest.raises(Exception):
         im.size = 1
@@ -582,6 +583,7 @@ def test_registry_lookups():
     assert [m.key for m in reg.known_for_kind("unet")] == ["imagenet", "ffhq", "ffhq_baseline"]
     assert [m.key for m in reg.known_for_kind("vgg")] == ["vgg19"]
     assert [m.key for m in reg.known_for_kind("clip")] == ["clip_vit_b16_openai"]
+    assert [m.key for m in reg.known_for_kind("taesd")] == ["taesd_decoder", "taesdxl_decoder"]
     with pytest.raises(ValueError):
         reg.known_for_kind("lora")
 

@@ -7,9 +7,10 @@ override environment variable below.
 
 What a download does
 --------------------
-1. If ``<dest_dir>/<filename>`` exists and matches the expected size and SHA256,
-   it is returned without any request. Hashing a big file takes seconds, so after
-   a successful check a stamp ``.<filename>.verified.json`` (size, mtime, digest)
+1. If ``<dest_dir>/<filename>`` exists and matches the expected size and digests
+   (SHA256 or its prefix, and/or the Git blob id, see below), it is returned
+   without any request. Hashing a big file takes seconds, so after a successful
+   check a stamp ``.<filename>.verified.json`` (size, mtime, the digests computed)
    is written next to it and later checks trust the stamp while size and mtime
    are unchanged. An existing file that does *not* match is never overwritten
    unless ``overwrite_invalid=True``: the error tells the user to remove it.
@@ -17,8 +18,8 @@ What a download does
    the request carries ``Range: bytes=<len>-``; a ``206`` answer is appended, a
    ``200`` answer restarts the file from zero. A cut connection or a timeout is
    retried ``retries`` times (resuming each time); then the next URL is tried.
-3. The complete ``.part`` is checked (size, then SHA256 or its prefix). On a
-   mismatch it is deleted and a :class:`DownloadVerificationError` names the
+3. The complete ``.part`` is checked (size, then SHA256 or its prefix, then the
+   Git blob id). On a mismatch it is deleted and a :class:`DownloadVerificationError` names the
    expected and actual values. On success it is fsynced and moved into place
    with :func:`os.replace` (atomic on the same file system).
 4. A lock file ``<filename>.part.lock`` (created with ``O_EXCL``) keeps two
@@ -27,6 +28,13 @@ What a download does
    seconds (default :data:`LOCK_STALE_AFTER_S`) is considered left over by a dead
    process and removed. A waiting process polls until the lock is released, then
    finds the finished file and returns it.
+
+Git blob ids: for a file fetched from a pinned commit of a Git repository whose
+SHA256 is not known, an entry (or ``download(git_blob=...)``) gives the file's Git
+blob id: the hex SHA-1 over ``b"blob <size>\\0" + content``, what ``git ls-tree``
+lists and ``git hash-object`` prints. It fixes the content and the size. The
+SHA256 is hashed while the bytes arrive; the blob id needs the final size in its
+header, so it is computed by reading the finished ``.part`` once more.
 
 Progress: ``progress(done_bytes, total_bytes)`` (``total_bytes`` is ``None`` when
 unknown) is called after every chunk. With ``progress=None`` a tqdm bar is shown
@@ -46,7 +54,7 @@ redirects downloads:
 * or a base URL, e.g. ``http://127.0.0.1:8000/models``: every file is fetched from
   ``<base>/<filename>``.
 
-The expected size and SHA256 are still enforced. Only ``http``/``https`` URLs are
+The expected size and digests are still enforced. Only ``http``/``https`` URLs are
 accepted (also for redirects).
 
 Errors are :class:`DownloadError` subclasses whose message lists each URL tried
@@ -91,6 +99,7 @@ __all__ = [
     "ensure_known_model",
     "resolve_urls",
     "sha256_file",
+    "git_blob_file",
     "main",
 ]
 
@@ -140,7 +149,7 @@ class DownloadNetworkError(DownloadError):
 
 
 class DownloadVerificationError(DownloadError):
-    """A file had the wrong size or SHA256 (``expected``/``actual`` describe it)."""
+    """A file had the wrong size, SHA256 or Git blob id (``expected``/``actual`` describe it)."""
 
     def __init__(self, message: str, *, expected: str | None = None, actual: str | None = None, **kw) -> None:
         super().__init__(message, **kw)
@@ -174,6 +183,23 @@ def sha256_file(path: str | os.PathLike, *, tick: Callable[[], None] | None = No
     return _hash_into(hashlib.sha256(), path, tick).hexdigest()
 
 
+def git_blob_file(path: str | os.PathLike, *, tick: Callable[[], None] | None = None) -> str:
+    """Git blob id of a file: hex SHA-1 over ``b"blob <size>\\0" + content`` (what
+    ``git hash-object <path>`` prints), read in 1 MiB blocks."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        hasher = hashlib.sha1(b"blob %d\0" % size)
+        done = 0
+        while block := f.read(_HASH_BLOCK):
+            hasher.update(block)
+            done += len(block)
+            if tick is not None:
+                tick()
+    if done != size:
+        raise DownloadError(f"{path} changed size while it was hashed ({size:,} -> {done:,} bytes)")
+    return hasher.hexdigest()
+
+
 def _check_url(url: str) -> str:
     if not isinstance(url, str):
         raise DownloadError(f"URL must be a string, got {type(url).__name__}")
@@ -200,12 +226,14 @@ def _safe_filename(name: str) -> str:
     return name
 
 
-def _norm_hex(value: str | None, what: str) -> str | None:
+def _norm_hex(value: str | None, what: str, digits: int = 64) -> str | None:
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise DownloadError(f"{what} must be a hex string, got {type(value).__name__}")
     v = value.strip().lower()
-    if not v or any(c not in "0123456789abcdef" for c in v) or len(v) > 64:
-        raise DownloadError(f"{what} must be hexadecimal (at most 64 digits), got {value!r}")
+    if not v or any(c not in "0123456789abcdef" for c in v) or len(v) > digits:
+        raise DownloadError(f"{what} must be hexadecimal (at most {digits} digits), got {value!r}")
     return v
 
 
@@ -465,26 +493,31 @@ def _stamp_path(final: Path) -> Path:
     return final.with_name("." + final.name + ".verified.json")
 
 
-def _read_stamp(final: Path) -> str | None:
+#: Digests a stamp may record: "sha256" (hex SHA256), "git_blob" (hex Git blob id).
+_DIGEST_NAMES = ("sha256", "git_blob")
+
+
+def _read_stamp(final: Path) -> dict[str, str]:
+    """Digests recorded for ``final`` while its size and mtime are unchanged; ``{}`` otherwise."""
     try:
         st = final.stat()
         data = json.loads(_stamp_path(final).read_text())
     except (OSError, ValueError):
-        return None
+        return {}
     if not isinstance(data, dict):
-        return None
+        return {}
     if data.get("size") != st.st_size or data.get("mtime_ns") != st.st_mtime_ns:
-        return None
-    digest = data.get("sha256")
-    return digest if isinstance(digest, str) else None
+        return {}
+    return {k: data[k] for k in _DIGEST_NAMES if isinstance(data.get(k), str)}
 
 
-def _write_stamp(final: Path, digest: str) -> None:
+def _write_stamp(final: Path, digests: dict[str, str]) -> None:
     try:
         st = final.stat()
         stamp = _stamp_path(final)
         tmp = stamp.with_name(stamp.name + f".{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+        record = {k: digests[k] for k in _DIGEST_NAMES if digests.get(k) is not None}
+        tmp.write_text(json.dumps({**record, "size": st.st_size, "mtime_ns": st.st_mtime_ns}))
         os.replace(tmp, stamp)
     except OSError:
         pass  # the stamp is only an optimisation
@@ -502,24 +535,45 @@ class _Spec:
     sha256_prefix: str | None
     manual: str | None  # manual instructions of a registry entry (may contain {folder})
     official_urls: tuple[str, ...] = ()  # the registry's own URLs (shown in hints even when mirrored)
+    git_blob: str | None = None  # hex Git blob id (SHA-1 over b"blob <size>\0" + content)
+
+    @property
+    def has_sha256(self) -> bool:
+        return self.sha256 is not None or self.sha256_prefix is not None
 
     @property
     def has_hash(self) -> bool:
-        return self.sha256 is not None or self.sha256_prefix is not None
+        return self.has_sha256 or self.git_blob is not None
 
-    def hash_ok(self, digest: str) -> bool:
-        if self.sha256 is not None and digest != self.sha256:
-            return False
-        if self.sha256_prefix is not None and not digest.startswith(self.sha256_prefix):
-            return False
-        return True
+    def needed(self) -> tuple[str, ...]:
+        """Names of the digests this spec checks, from :data:`_DIGEST_NAMES`."""
+        return tuple(n for n, want in (("sha256", self.has_sha256), ("git_blob", self.git_blob is not None)) if want)
 
-    def expected_hash_text(self) -> str:
+    def mismatch(self, digests: dict[str, str]) -> tuple[str, str, str] | None:
+        """``(what, expected, actual)`` for the first checked digest that differs
+        (``digests`` must hold every name of :meth:`needed`); ``None`` when all match."""
+        sha = digests.get("sha256")
+        if self.sha256 is not None and sha != self.sha256:
+            return "SHA256", self.expected_sha256_text(), sha
+        if self.sha256_prefix is not None and not (sha or "").startswith(self.sha256_prefix):
+            return "SHA256", self.expected_sha256_text(), sha
+        blob = digests.get("git_blob")
+        if self.git_blob is not None and blob != self.git_blob:
+            return "Git blob id", f"Git blob id {self.git_blob}", blob
+        return None
+
+    def expected_sha256_text(self) -> str:
         if self.sha256 is not None:
             return f"SHA256 {self.sha256}"
         if self.sha256_prefix is not None:
             return f"SHA256 starting with {self.sha256_prefix}"
         return "no SHA256 known"
+
+    def expected_hash_text(self) -> str:
+        parts = [self.expected_sha256_text()] if self.has_sha256 else []
+        if self.git_blob is not None:
+            parts.append(f"Git blob id {self.git_blob}")
+        return " and ".join(parts) if parts else "no checksum known"
 
 
 def _manual_hint(spec: _Spec, urls: Sequence[str], dest: Path) -> str:
@@ -552,16 +606,21 @@ def _check_existing(final: Path, spec: _Spec, overwrite_invalid: bool, tick=None
         problem = f"it has {_fmt_size(st.st_size)}, expected {_fmt_size(spec.size)}"
         expected, actual = _fmt_size(spec.size), _fmt_size(st.st_size)
     elif spec.has_hash:
-        digest = _read_stamp(final)
-        from_stamp = digest is not None
-        if digest is None:
-            digest = sha256_file(final, tick=tick)
-        if spec.hash_ok(digest):
-            if not from_stamp:
-                _write_stamp(final, digest)
+        digests = _read_stamp(final)
+        computed = False
+        if "sha256" in spec.needed() and "sha256" not in digests:
+            digests["sha256"] = sha256_file(final, tick=tick)
+            computed = True
+        if "git_blob" in spec.needed() and "git_blob" not in digests:
+            digests["git_blob"] = git_blob_file(final, tick=tick)
+            computed = True
+        bad = spec.mismatch(digests)
+        if bad is None:
+            if computed:
+                _write_stamp(final, digests)
             return final
-        problem = f"its SHA256 is {digest}, expected {spec.expected_hash_text()}"
-        expected, actual = spec.expected_hash_text(), digest
+        what, expected, actual = bad
+        problem = f"its {what} is {actual}, expected {expected}"
     else:
         return final
     if overwrite_invalid:
@@ -573,21 +632,26 @@ def _check_existing(final: Path, spec: _Spec, overwrite_invalid: bool, tick=None
     )
 
 
-def _finish_part(part: Path, hasher, spec: _Spec) -> str:
-    """Verify a complete ``.part``; delete it and raise ``_Failure`` on mismatch."""
+def _finish_part(part: Path, hasher, spec: _Spec, tick: Callable[[], None] | None = None) -> dict[str, str]:
+    """Verify a complete ``.part`` (``hasher``: SHA256 of its bytes); delete it and raise
+    ``_Failure`` on mismatch. Returns the digests for the stamp."""
     actual_size = part.stat().st_size
     if spec.size is not None and actual_size != spec.size:
         part.unlink(missing_ok=True)
         raise _Failure("verify", f"wrong size: expected {_fmt_size(spec.size)}, got {_fmt_size(actual_size)}; "
                        f"the partial file was deleted", verification=True,
                        expected=_fmt_size(spec.size), actual=_fmt_size(actual_size))
-    digest = hasher.hexdigest()
-    if spec.has_hash and not spec.hash_ok(digest):
+    digests = {"sha256": hasher.hexdigest()}
+    if spec.git_blob is not None:
+        digests["git_blob"] = git_blob_file(part, tick=tick)
+    bad = spec.mismatch(digests)
+    if bad is not None:
+        what, expected, actual = bad
         part.unlink(missing_ok=True)
-        raise _Failure("verify", f"wrong content: expected {spec.expected_hash_text()}, got SHA256 {digest}; "
+        raise _Failure("verify", f"wrong content: expected {expected}, got {what} {actual}; "
                        f"the downloaded file was deleted", verification=True,
-                       expected=spec.expected_hash_text(), actual=digest)
-    return digest
+                       expected=expected, actual=actual)
+    return digests
 
 
 def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
@@ -604,8 +668,8 @@ def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | Non
 
 
 def _fetch_once(url: str, part: Path, spec: _Spec, *, lock: _PartLock, report: _Reporter,
-                timeout: float, chunk_size: int) -> str:
-    """One HTTP attempt; returns the verified digest or raises ``_Failure``."""
+                timeout: float, chunk_size: int) -> dict[str, str]:
+    """One HTTP attempt; returns the verified digests or raises ``_Failure``."""
     start = part.stat().st_size if part.exists() else 0
     if spec.size is not None and start > spec.size:
         part.unlink()
@@ -615,7 +679,7 @@ def _fetch_once(url: str, part: Path, spec: _Spec, *, lock: _PartLock, report: _
         _hash_into(hasher, part, lock.heartbeat)
         if spec.size is not None and start == spec.size:
             report(start, spec.size)
-            return _finish_part(part, hasher, spec)
+            return _finish_part(part, hasher, spec, lock.heartbeat)
 
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
     if start:
@@ -704,10 +768,11 @@ def _fetch_once(url: str, part: Path, spec: _Spec, *, lock: _PartLock, report: _
             os.fsync(f.fileno())
     if total is not None and done < total:
         raise _Failure("cut", f"connection cut after {done:,} of {_fmt_size(total)}", transient=True)
-    return _finish_part(part, hasher, spec)
+    return _finish_part(part, hasher, spec, lock.heartbeat)
 
 
-def _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix) -> tuple[_Spec, KnownModel | None, tuple[str, ...]]:
+def _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix,
+                    git_blob=None) -> tuple[_Spec, KnownModel | None, tuple[str, ...]]:
     entry: KnownModel | None = None
     base_urls: tuple[str, ...] = ()
     if isinstance(entry_or_url, KnownModel):
@@ -730,8 +795,8 @@ def _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix) -> tupl
     if entry is not None:
         filename = filename or entry.filename
         size = entry.size if size is None else size
-        if sha256 is None and sha256_prefix is None:
-            sha256, sha256_prefix = entry.sha256, entry.sha256_prefix
+        if sha256 is None and sha256_prefix is None and git_blob is None:
+            sha256, sha256_prefix, git_blob = entry.sha256, entry.sha256_prefix, entry.git_blob
     if size is not None and (not isinstance(size, int) or size < 0):
         raise DownloadError(f"size must be a non-negative int, got {size!r}")
     spec = _Spec(
@@ -742,9 +807,12 @@ def _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix) -> tupl
         sha256_prefix=_norm_hex(sha256_prefix, "sha256_prefix"),
         manual=(entry.manual_instructions or None) if entry is not None else None,
         official_urls=tuple(entry.urls) if entry is not None else (),
+        git_blob=_norm_hex(git_blob, "git_blob", 40),
     )
     if spec.sha256 is not None and len(spec.sha256) != 64:
         raise DownloadError("sha256 must have 64 hex digits (use sha256_prefix for a prefix)")
+    if spec.git_blob is not None and len(spec.git_blob) != 40:
+        raise DownloadError("git_blob must have 40 hex digits (the Git blob id, as git ls-tree lists it)")
     return spec, entry, base_urls
 
 
@@ -756,6 +824,7 @@ def download(
     size: int | None = None,
     sha256: str | None = None,
     sha256_prefix: str | None = None,
+    git_blob: str | None = None,
     urls_override: Sequence[str] | None = None,
     progress: ProgressCallback | None | bool = None,
     timeout: float = 30,
@@ -770,15 +839,17 @@ def download(
 
     ``entry_or_url``: a :class:`KnownModel`, a registry key / known file name, or an
     http(s) URL (then ``filename`` defaults to the URL's last path segment).
-    ``size``/``sha256``/``sha256_prefix`` override (or, for a URL, supply) the
-    expected values. ``urls_override`` replaces the URLs to try (it wins over the
+    ``size``/``sha256``/``sha256_prefix``/``git_blob`` override (or, for a URL,
+    supply) the expected values; giving any of the three digests replaces all of
+    the entry's digests. ``git_blob`` is a Git blob id (40 hex digits, see the
+    module docstring). ``urls_override`` replaces the URLs to try (it wins over the
     environment variable ``ZECON_DOWNLOAD_URL_OVERRIDE``, which wins over the
     registry). ``progress``: callback ``(done, total)``, ``None``/``True`` for a tqdm bar,
     ``False`` for silence. ``overwrite_invalid``: replace an existing file that
     fails verification instead of raising. ``retries``: extra
     attempts per URL after a cut connection or timeout (each resumes the ``.part``).
     """
-    spec, entry, base_urls = _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix)
+    spec, entry, base_urls = _spec_from_args(entry_or_url, filename, size, sha256, sha256_prefix, git_blob)
     dest = Path(dest_dir) if dest_dir is not None else default_cache_dir()
     dest = dest.expanduser()
     final = dest / spec.filename
@@ -828,8 +899,8 @@ def download(
                 attempt = 0
                 while True:
                     try:
-                        digest = _fetch_once(url, part, spec, lock=lock, report=report,
-                                             timeout=timeout, chunk_size=chunk_size)
+                        digests = _fetch_once(url, part, spec, lock=lock, report=report,
+                                              timeout=timeout, chunk_size=chunk_size)
                     except _Failure as fail:
                         if fail.transient and attempt < retries:
                             attempt += 1
@@ -839,7 +910,7 @@ def download(
                         break
                     lock.heartbeat(force=True)
                     os.replace(part, final)
-                    _write_stamp(final, digest)
+                    _write_stamp(final, digests)
                     report(final.stat().st_size, spec.size if spec.size is not None else final.stat().st_size)
                     return final
             raise _compose_error(spec, urls, dest, failures)

@@ -5,7 +5,9 @@ network or the file system.
 
 Where files go
 --------------
-* Inside ComfyUI: ``<ComfyUI>/models/zecon`` (:data:`COMFY_MODELS_SUBDIR`).
+* Inside ComfyUI: ``<ComfyUI>/models/zecon`` (:data:`COMFY_MODELS_SUBDIR`), except
+  the TAESD decoders (kind ``"taesd"``), which go where ComfyUI itself looks for
+  them: ``<ComfyUI>/models/vae_approx`` (:func:`comfy_models_subdir`).
 * Outside ComfyUI (scripts, tests): :func:`default_cache_dir`, i.e. the
   environment variable ``ZECON_MODELS_DIR`` if set, else
   ``$XDG_CACHE_HOME/zecon/models``, else ``~/.cache/zecon/models``.
@@ -29,8 +31,11 @@ __all__ = [
     "KINDS",
     "COMFY_MODELS_SUBDIR",
     "MODELS_DIR_ENV",
+    "COMFY_SUBDIR_FOR_KIND",
+    "TAESD_COMMIT",
     "KnownModel",
     "KNOWN_MODELS",
+    "comfy_models_subdir",
     "get_known",
     "known_for_kind",
     "display_name_not_downloaded",
@@ -38,10 +43,18 @@ __all__ = [
     "default_cache_dir",
 ]
 
-KINDS = ("unet", "clip", "vgg")
+KINDS = ("unet", "clip", "vgg", "taesd")
 
 #: Sub-folder of ComfyUI's ``models`` directory that holds ZeCon's files.
 COMFY_MODELS_SUBDIR = "zecon"
+
+#: Kinds whose files live in another ComfyUI model folder than ``zecon``: the TAESD
+#: decoders are ComfyUI's own ``vae_approx`` files (its latent previews use them too).
+COMFY_SUBDIR_FOR_KIND: Mapping[str, str] = MappingProxyType({"taesd": "vae_approx"})
+
+#: Commit of https://github.com/madebyollin/taesd the TAESD URLs are pinned to:
+#: TAESD 1.3, the last commit that changed taesd_decoder.pth and taesdxl_decoder.pth.
+TAESD_COMMIT = "7f572ca629c9b0d3c9f71140e5f501e09f9ea280"
 
 #: Environment variable that overrides the cache folder used outside ComfyUI.
 MODELS_DIR_ENV = "ZECON_MODELS_DIR"
@@ -52,6 +65,7 @@ DOWNLOAD_SUFFIX = " (download on first use)"
 MANUAL_SUFFIX = " (not found: place it by hand)"
 
 _SHA256_PATTERN = r"[0-9a-f]{64}"
+_GIT_BLOB_PATTERN = r"[0-9a-f]{40}"
 _HEX_PATTERN = r"[0-9a-f]+"
 
 
@@ -64,6 +78,11 @@ class KnownModel:
     handled by open_clip). ``sha256`` is the full digest when known; otherwise
     ``sha256_prefix`` holds the leading hex digits we can vouch for (torchvision
     names its files ``<name>-<first 8 hex digits of the SHA256>.pth``).
+    ``git_blob`` is the Git blob id of the file (40 hex digits: SHA-1 over
+    ``b"blob <size>\\0" + content``, what ``git hash-object`` prints), for files
+    fetched from a pinned commit of a Git repository whose SHA256 is not known; it
+    fixes the content and the size. An entry may carry a SHA256 (or its prefix), a
+    Git blob id, or both: every one given is checked.
 
     ``manual_instructions`` may contain ``{folder}`` and ``{filename}``, filled in
     by :meth:`manual_text`.
@@ -76,6 +95,7 @@ class KnownModel:
     size: int | None = None
     sha256: str | None = None
     sha256_prefix: str | None = None
+    git_blob: str | None = None
     description: str = ""
     source_note: str = ""
     manual_instructions: str = ""
@@ -106,6 +126,8 @@ class KnownModel:
                 raise ValueError(f"KnownModel {self.key!r}: sha256_prefix must be lower-case hex")
             if self.sha256 is not None and not self.sha256.startswith(self.sha256_prefix):
                 raise ValueError(f"KnownModel {self.key!r}: sha256 and sha256_prefix disagree")
+        if self.git_blob is not None and not re.fullmatch(_GIT_BLOB_PATTERN, self.git_blob):
+            raise ValueError(f"KnownModel {self.key!r}: git_blob must be 40 lower-case hex digits (a Git blob id)")
         if self.size is not None and self.size < 0:
             raise ValueError(f"KnownModel {self.key!r}: negative size")
 
@@ -114,6 +136,12 @@ class KnownModel:
     def downloadable(self) -> bool:
         """True when we can fetch the file ourselves (it has a direct URL)."""
         return bool(self.urls)
+
+    @property
+    def verifiable(self) -> bool:
+        """True when a downloaded file can be checked against a digest (SHA256,
+        its prefix, or a Git blob id)."""
+        return self.sha256 is not None or self.sha256_prefix is not None or self.git_blob is not None
 
     @property
     def managed_by_open_clip(self) -> bool:
@@ -128,7 +156,7 @@ class KnownModel:
 
     def manual_text(self, folder: str | os.PathLike | None = None) -> str:
         """Human instructions for fetching the file by hand into ``folder``."""
-        folder_s = str(folder) if folder is not None else _folder_hint()
+        folder_s = str(folder) if folder is not None else _folder_hint(self.kind)
         if self.manual_instructions:
             return self.manual_instructions.format(folder=folder_s, filename=self.filename)
         if self.urls:
@@ -140,11 +168,37 @@ class KnownModel:
         return f"Put {self.filename} in {folder_s}."
 
 
-def _folder_hint() -> str:
+def comfy_models_subdir(kind: str) -> str:
+    """Sub-folder of ComfyUI's ``models`` directory where files of ``kind`` belong:
+    ``"vae_approx"`` for ``"taesd"``, :data:`COMFY_MODELS_SUBDIR` (``"zecon"``) otherwise."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    return COMFY_SUBDIR_FOR_KIND.get(kind, COMFY_MODELS_SUBDIR)
+
+
+def _folder_hint(kind: str = "unet") -> str:
     return (
-        f"ComfyUI/models/{COMFY_MODELS_SUBDIR} (inside ComfyUI) or {default_cache_dir()} "
+        f"ComfyUI/models/{comfy_models_subdir(kind)} (inside ComfyUI) or {default_cache_dir()} "
         f"(outside ComfyUI)"
     )
+
+
+def _taesd_urls(filename: str) -> tuple[str, ...]:
+    """The file at :data:`TAESD_COMMIT`: raw.githubusercontent.com, then github.com's raw route."""
+    return (
+        f"https://raw.githubusercontent.com/madebyollin/taesd/{TAESD_COMMIT}/{filename}",
+        f"https://github.com/madebyollin/taesd/raw/{TAESD_COMMIT}/{filename}",
+    )
+
+
+_TAESD_NOTE = (
+    "TAESD by Ollin Boer Bohan (https://github.com/madebyollin/taesd, MIT license), file {filename} "
+    "of TAESD 1.3 at commit " + TAESD_COMMIT + ", the commit the URLs are pinned to. The file's SHA256 "
+    "could not be recorded (it was written without network access, from a copy of the repository that "
+    "holds the commit's tree but not the weight files), so what is verified is the Git blob id of "
+    "{filename} at that commit ({blob}: SHA-1 over 'blob <size>\\0' + content, which fixes both the "
+    "content and the size), the same id 'git ls-tree " + TAESD_COMMIT + "' lists."
+)
 
 
 _TABLE: tuple[KnownModel, ...] = (
@@ -227,6 +281,32 @@ _TABLE: tuple[KnownModel, ...] = (
             "then select it as a local file."
         ),
     ),
+    KnownModel(
+        key="taesd_decoder",
+        kind="taesd",
+        filename="taesd_decoder.pth",
+        urls=_taesd_urls("taesd_decoder.pth"),
+        git_blob="5915a429fc08eba4adf62bf74f96705b8b0d5c1f",
+        description=(
+            "TAESD decoder for SD1.x/SD2.x latents (ComfyUI's taesd_decoder_name 'taesd_decoder'): the "
+            "latent backbone decodes predicted latents with it. Lives in ComfyUI's models/vae_approx."
+        ),
+        source_note=_TAESD_NOTE.format(filename="taesd_decoder.pth",
+                                       blob="5915a429fc08eba4adf62bf74f96705b8b0d5c1f"),
+    ),
+    KnownModel(
+        key="taesdxl_decoder",
+        kind="taesd",
+        filename="taesdxl_decoder.pth",
+        urls=_taesd_urls("taesdxl_decoder.pth"),
+        git_blob="477bc7e9604f418029508e72ac8719bb9d048291",
+        description=(
+            "TAESD decoder for SDXL latents (ComfyUI's taesd_decoder_name 'taesdxl_decoder'): the latent "
+            "backbone decodes predicted latents with it. Lives in ComfyUI's models/vae_approx."
+        ),
+        source_note=_TAESD_NOTE.format(filename="taesdxl_decoder.pth",
+                                       blob="477bc7e9604f418029508e72ac8719bb9d048291"),
+    ),
 )
 
 #: key -> entry (read-only).
@@ -252,7 +332,7 @@ def get_known(key_or_filename: str | os.PathLike | None) -> KnownModel | None:
 
 
 def known_for_kind(kind: str) -> list[KnownModel]:
-    """All entries of one kind ("unet", "clip" or "vgg"), in table order."""
+    """All entries of one kind ("unet", "clip", "vgg" or "taesd"), in table order."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     return [m for m in _TABLE if m.kind == kind]
