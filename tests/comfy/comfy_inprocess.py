@@ -8,34 +8,14 @@ interrupt flag as they do in the server).
 """
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import sys
 import types
 from pathlib import Path
 
-import harness
+import tiny_sd
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = "zecon_pack"
-
-
-class _NoAv(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """``av`` (PyAV) is needed only by ComfyUI's video nodes: an empty module where it is missing."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "av" or name.startswith("av."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        m = types.ModuleType(spec.name)
-        m.__path__ = []
-        m.__getattr__ = lambda attr: type(attr, (), {})
-        return m
-
-    def exec_module(self, module):
-        pass
 
 
 def progress_hook(value, total, preview, prompt_id=None, node_id=None):
@@ -48,16 +28,7 @@ def load(input_dir: Path):
     """Import ComfyUI (CPU) and the pack once per process; returns the pack's module ``zecon_pack``."""
     if PACK in sys.modules:
         return sys.modules[PACK]
-    comfy_dir = harness.default_comfyui_dir()
-    if not harness.comfyui_available(comfy_dir):
-        raise RuntimeError(f"ComfyUI not found at {comfy_dir}; run scripts/setup_env.sh")
-    sys.path.insert(0, str(comfy_dir))
-    from comfy.cli_args import args
-    args.cpu = True
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        sys.meta_path.insert(0, _NoAv())
+    tiny_sd.setup_comfy(cpu=True)
     import folder_paths
     folder_paths.set_input_directory(str(input_dir))
     import comfy.utils

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import comfy_inprocess
-import latent_fixtures as tiny_sd
+import latent_fixtures
+import tiny_sd
 
 pytestmark = pytest.mark.comfy
 
@@ -21,7 +22,7 @@ def pack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd15(pack):
-    return tiny_sd.sd15_bundle(seed=0)
+    return latent_fixtures.bundle("sd15")
 
 
 @pytest.fixture(scope="module")
