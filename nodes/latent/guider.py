@@ -21,6 +21,7 @@ from ...zecon_core.clip_model import ClipModel
 from ...zecon_core.draws import Draws
 from ...zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
 from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder
+from ...zecon_core.mask import prepare_mask
 from ...zecon_core.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
 from . import backbone as B
@@ -45,6 +46,8 @@ class GuiderPlan:
     clip: ClipModel | None = None
     style: StylePrompt | None = None
     vgg: torch.nn.Module | None = None
+    mask: torch.Tensor | None = None   # ComfyUI MASK: restyle only there
+    feather: float = 0.0               # pixels of the decoded image
 
     @property
     def active(self) -> bool:
@@ -128,6 +131,7 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
         else:
             decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
     source = LatentSource.decoded(z_src, decode)
+    latent_mask, region = run_masks(plan, batch, x.shape[-2:], None if source.image is None else source.image.shape[-2:])
     features = None
     if cfg.zecon > 0:
         encoder = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
@@ -140,9 +144,28 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
         tgt, src = style_embeddings(plan.style, clip, source.image)
     vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
     draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
-    losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src), draws,
+    losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src, region), draws,
                            features=features, clip=clip, vgg=vgg)
-    return LatentGuidance(losses, decode, source, strength=plan.strength)
+    return LatentGuidance(losses, decode, source, mask=latent_mask, strength=plan.strength)
+
+
+def run_masks(plan: GuiderPlan, batch: int, latent_hw, image_hw):
+    """The region mask at the latent's size (blending, gradient) and at the decoded image's (CLIP crops).
+
+    ``feather`` is in image pixels; at the latent's size it is divided by the decoder's scale.
+    """
+    if plan.mask is None:
+        return None, None
+    h, w = latent_hw
+    try:
+        if image_hw is None:
+            return prepare_mask(plan.mask.float(), batch, h, w, plan.feather / 8), None
+        scale = image_hw[0] / h
+        latent_mask = prepare_mask(plan.mask.float(), batch, h, w, plan.feather / scale)
+        region = prepare_mask(plan.mask.float(), batch, *image_hw, plan.feather)
+    except ValueError as e:
+        raise ValueError(f"mask: {e}") from None
+    return latent_mask, region
 
 
 def check_source_latent(z_src: torch.Tensor, x: torch.Tensor) -> None:

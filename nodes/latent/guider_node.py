@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ...zecon_core.guidance import CLIP_LOSSES, GuidanceConfig
 from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
+from ...zecon_core.mask import prepare_mask
 from .. import validation as V
 from ..sampler import SEED_MAX
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
@@ -43,6 +44,14 @@ def resolve_config(bundle, unet, zecon_layers: str, has_style: bool) -> Guidance
     if not has_style:
         changes.update({k: 0.0 for k in CLIP_LOSSES})
     return dataclasses.replace(config, **changes)
+
+
+def check_mask(mask, samples) -> None:
+    """Refuse a mask the source latent's batch cannot take, or an empty one, before anything runs."""
+    try:
+        prepare_mask(mask.float(), samples.shape[0], *samples.shape[-2:])
+    except ValueError as e:
+        raise ValueError(f"mask: {e}") from None
 
 
 class ZeconGuider(io.ComfyNode):
@@ -95,6 +104,11 @@ class ZeconGuider(io.ComfyNode):
                                                                "Without clip and style the CLIP losses are off."),
                 ZeconStyle.Input("style", optional=True, tooltip="Style from ZeCon Style Prompt (encoded with this "
                                                                  "clip)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Restyle only where the mask is 1 (e.g. Load Image's MASK); outside, the "
+                                      "result is the source latent. One mask, or one per image of the batch."),
+                io.Int.Input("feather", default=8, min=0, max=512, optional=True,
+                             tooltip="Width of the soft seam at the mask's edge, in image pixels."),
                 ZeconGuidanceType.Input("guidance", optional=True,
                                         tooltip="Loss weights from ZeCon Guidance (its zecon_layers, mse_max_t and "
                                                 "vgg_max_t are for the pixel model and are not used here). Default: "
@@ -116,7 +130,8 @@ class ZeconGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
-                seed, zecon_layers, vae=None, clip=None, style=None, guidance=None) -> io.NodeOutput:
+                seed, zecon_layers, vae=None, clip=None, style=None, mask=None, feather=8,
+                guidance=None) -> io.NodeOutput:
         B.check_model(model)
         if vae is not None:
             B.check_vae(vae, model)
@@ -125,14 +140,17 @@ class ZeconGuider(io.ComfyNode):
         if style is not None and clip is None:
             raise ValueError("clip: a style is connected but no CLIP model to score it")
         config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)
+        samples = source["samples"]
+        if mask is not None:
+            check_mask(mask, samples)
         taesd_path = None
         if decoder == "taesd" and strength > 0 and needs_decoder(config.weights_on()):
             taesd_path = resolve_taesd(model.model.latent_format.taesd_decoder_name, cls.hidden.unique_id)
-        plan = GuiderPlan(config=config, source=source["samples"], decoder=decoder, mode=mode,
+        plan = GuiderPlan(config=config, source=samples, decoder=decoder, mode=mode,
                           start=start_percent, end=end_percent, seed=seed, strength=strength,
                           taesd_path=taesd_path, vae=vae, clip=clip if config.uses_clip else None,
                           style=style if config.uses_clip else None,
-                          vgg=guidance.vgg if guidance is not None else None)
+                          vgg=guidance.vgg if guidance is not None else None, mask=mask, feather=float(feather))
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)
         guider.set_conds(positive, negative)

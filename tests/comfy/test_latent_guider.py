@@ -279,3 +279,50 @@ def test_an_attention_kernel_without_backward_is_bypassed(pack, sd15, taesd, cli
     monkeypatch.setattr(attention, "optimized_attention", forward_only_attention)
     (guider,) = run_node(ZeconGuider, **inputs)
     torch.testing.assert_close(sample(guider, sd15.source, sd15.sigmas), ref, rtol=1e-5, atol=1e-6)
+
+
+def _half_mask(size=16, scale=8):
+    m = torch.zeros(size * scale, size * scale)
+    m[:, : size * scale // 2] = 1.0    # restyle the left half of the picture
+    return m
+
+
+def test_mask_keeps_the_source_outside_and_a_full_mask_is_no_mask(pack, sd15, taesd, clip_style):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    base = guider_inputs(sd15, clip=clip, style=style, guidance=all_losses())
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(5))
+    (masked,) = run_node(ZeconGuider, **base, mask=_half_mask(), feather=8)
+    out = sample(masked, x, sd15.sigmas)
+    z_src = sd15.model.model.process_latent_in(sd15.source)
+    src_out = sd15.model.model.process_latent_out(z_src)
+    # right half beyond the feather (8 px = 1 latent px): exactly the source latent (euler's last step returns D)
+    torch.testing.assert_close(out[..., 10:], src_out[..., 10:], rtol=0, atol=1e-6)
+    (plain_guider,) = run_node(ZeconGuider, **base)
+    unmasked = sample(plain_guider, x, sd15.sigmas)
+    assert (out[..., :6] - src_out[..., :6]).abs().max() > 1e-3          # the left half is restyled
+    (full,) = run_node(ZeconGuider, **base, mask=torch.ones(40, 40), feather=8)
+    assert torch.equal(sample(full, x, sd15.sigmas), unmasked)
+
+
+def test_guided_prediction_outside_the_mask_is_the_source(pack, sd15, taesd, clip_style):
+    plan = _plan(sd15, all_losses(), clip_style)
+    plan.mask, plan.feather = _half_mask(), 0.0
+    z0 = sd15.model.model.process_latent_in(sd15.source) + torch.randn(sd15.source.shape)
+    with torch.inference_mode(False):
+        guidance = _guidance_for(pack, sd15, plan, z0)
+        out, _ = guidance(lambda xx: z0, z0, sd15.sigmas[:1].clone(), 0, "shortcut")
+    z_src = guidance.source.latent
+    assert torch.equal(out[..., 9:], z_src[..., 9:])   # column 8 straddles the edge after the resize
+    assert not torch.equal(out[..., :7], z0[..., :7])
+
+
+@pytest.mark.parametrize("mask, message", [
+    (torch.zeros(3, 64, 64), "mask: 3 masks for a batch of 1"),
+    (torch.zeros(64, 64), "mask: .*empty"),
+    (torch.full((64, 64), 2.0), r"mask: mask values must lie in \[0, 1\]"),
+])
+def test_bad_masks_are_refused_when_the_guider_is_made(pack, sd15, taesd, mask, message):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    with pytest.raises(ValueError, match=message):
+        run_node(ZeconGuider, **guider_inputs(sd15, mask=mask))

@@ -22,8 +22,9 @@ elements N = C·h·w. The shift is multiplied by N / N_REF, N_REF = 3·256·256 
 per image, so the original's weights keep the per-element strength they have on the 256-px ADM
 at any latent size: D' = D − σ² (N / N_REF) ∇L, times the guider's ``strength``.
 
-With a region mask m (at the latent's size, 1 = restyle), D'' = m D' + (1 − m) z_src: outside
-the region the prediction is the source, so the sample ends on the source latent there.
+With a region mask m (``zecon_core.mask`` at the latent's size, 1 = restyle), the shift is
+m σ² ∇L and D'' = m D' + (1 − m) z_src: outside the region the prediction is the source, so the
+sample ends on the source latent there (exactly, for samplers whose last step returns D).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Callable
 import torch
 
 from ..guidance import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
+from ..mask import inside, keep_outside
 
 __all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder"]
 
@@ -132,8 +134,6 @@ class LatentGuidance:
             den = den_g.detach()
             if not torch.isfinite(g).all():
                 raise NonFiniteError("the guidance gradient is not finite after the backward through the UNet")
-        out = den.float() + self.shift_scale(sigma, g) * g
-        if self.mask is not None:
-            m = self.mask.to(out)
-            out = m * out + (1 - m) * self.source.latent.to(out)
+        out = den.float() + self.shift_scale(sigma, g) * inside(g, self.mask)
+        out = keep_outside(out, self.source.latent.to(out), self.mask)
         return out.to(den.dtype), values
