@@ -9,13 +9,16 @@ input blocks (ZeCon features), the TAESD or VAE decoder (CLIP / VGG / range loss
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 from dataclasses import dataclass
 
 import comfy.model_sampling
 import torch
-from comfy.ldm.modules.attention import get_attention_function
-from comfy.ldm.modules.diffusionmodules.openaimodel import (Downsample, UNetModel, forward_timestep_embed,
+import torch.utils.checkpoint
+from comfy.ldm.modules.attention import SpatialTransformer, get_attention_function
+from comfy.ldm.modules.diffusionmodules.openaimodel import (Downsample, ResBlock, UNetModel, forward_timestep_embed,
                                                             timestep_embedding)
 
 DECODERS = ("taesd", "vae")
@@ -29,6 +32,21 @@ def differentiable_attention(func, *args, **kwargs):
 def with_differentiable_attention(transformer_options: dict) -> dict:
     """A copy of ``transformer_options`` that routes every attention call through PyTorch's kernel."""
     return {**transformer_options, "optimized_attention_override": differentiable_attention}
+
+
+@contextlib.contextmanager
+def checkpointed_blocks(unet: torch.nn.Module):
+    """Inside the block, every ResBlock and SpatialTransformer of ``unet`` is recomputed in the backward
+    pass instead of keeping its activations (gradient checkpointing); afterwards the model is as it was."""
+    layers = [m for m in unet.modules() if isinstance(m, (ResBlock, SpatialTransformer))]
+    for layer in layers:
+        layer.forward = functools.partial(torch.utils.checkpoint.checkpoint, type(layer).forward.__get__(layer),
+                                          use_reentrant=False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
 
 
 def check_model(model) -> None:

@@ -10,6 +10,7 @@ has loaded the model with its patches.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class GuiderPlan:
     clip: ClipModel | None = None
     style: StylePrompt | None = None
     vgg: torch.nn.Module | None = None
+    checkpointing: bool = False        # full mode: recompute the UNet's blocks in the backward
     mask: torch.Tensor | None = None   # ComfyUI MASK: restyle only there
     feather: float = 0.0               # pixels of the decoded image
 
@@ -108,7 +110,9 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
                     self.inner_model, xx, sigma, self.conds.get("negative"), self.conds.get("positive"),
                     self.cfg, model_options=guided_options, seed=seed)
 
-            out, _ = guidance(denoise, x, sigma, step, self.plan.mode)
+            recompute = self.plan.mode == "full" and self.plan.checkpointing
+            with B.checkpointed_blocks(self.inner_model.diffusion_model) if recompute else contextlib.nullcontext():
+                out, _ = guidance(denoise, x, sigma, step, self.plan.mode)
         return out
 
     def _start_run(self, x: torch.Tensor) -> LatentGuidance:

@@ -98,6 +98,10 @@ class ZeconGuider(io.ComfyNode):
                                 tooltip="UNet input blocks whose features the ZeCon loss compares, comma separated; "
                                         "auto: block 0 and the last block of every resolution level but the deepest "
                                         "(SD1.5: 0,2,5,8; SDXL: 0,2,5)."),
+                io.Boolean.Input("gradient_checkpointing", default=False, optional=True,
+                                 tooltip="full mode: recompute the UNet's blocks during the backward pass instead "
+                                         "of keeping their activations. Same result, much less memory (SDXL full "
+                                         "mode on 24 GB), one more UNet forward per guided step."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE: needed for decoder 'vae'; checked "
                                                            "against the model's latent format."),
                 ZeconClip.Input("clip", optional=True, tooltip="CLIP that scores the style (ZeCon CLIP Loader). "
@@ -130,8 +134,8 @@ class ZeconGuider(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
-                seed, zecon_layers, vae=None, clip=None, style=None, mask=None, feather=8,
-                guidance=None) -> io.NodeOutput:
+                seed, zecon_layers, gradient_checkpointing=False, vae=None, clip=None, style=None, mask=None,
+                feather=8, guidance=None) -> io.NodeOutput:
         B.check_model(model)
         if vae is not None:
             B.check_vae(vae, model)
@@ -150,7 +154,8 @@ class ZeconGuider(io.ComfyNode):
                           start=start_percent, end=end_percent, seed=seed, strength=strength,
                           taesd_path=taesd_path, vae=vae, clip=clip if config.uses_clip else None,
                           style=style if config.uses_clip else None,
-                          vgg=guidance.vgg if guidance is not None else None, mask=mask, feather=float(feather))
+                          vgg=guidance.vgg if guidance is not None else None,
+                          checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather))
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)
         guider.set_conds(positive, negative)

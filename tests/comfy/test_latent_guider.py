@@ -326,3 +326,27 @@ def test_bad_masks_are_refused_when_the_guider_is_made(pack, sd15, taesd, mask, 
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
     with pytest.raises(ValueError, match=message):
         run_node(ZeconGuider, **guider_inputs(sd15, mask=mask))
+
+
+def test_gradient_checkpointing_recomputes_the_blocks_and_changes_nothing(pack, sd15, taesd, clip_style,
+                                                                           monkeypatch):
+    from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    inputs = guider_inputs(sd15, mode="full", clip=clip_style[0], style=clip_style[1], guidance=all_losses())
+    calls = []
+    run_block = ResBlock._forward
+
+    def counted(self, *args):
+        calls.append(1)
+        return run_block(self, *args)
+
+    monkeypatch.setattr(ResBlock, "_forward", counted)
+    runs = {}
+    for flag in (False, True):
+        calls.clear()
+        (guider,) = run_node(ZeconGuider, **inputs, gradient_checkpointing=flag)
+        runs[flag] = (sample(guider, sd15.source, sd15.sigmas), len(calls))
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-6)
+    assert runs[True][1] > runs[False][1]           # the blocks ran again in the backward
+    blocks = [m for m in sd15.model.model.diffusion_model.modules() if isinstance(m, ResBlock)]
+    assert all("forward" not in b.__dict__ for b in blocks)   # the model is left as it was
