@@ -350,3 +350,92 @@ def test_gradient_checkpointing_recomputes_the_blocks_and_changes_nothing(pack, 
     assert runs[True][1] > runs[False][1]           # the blocks ran again in the backward
     blocks = [m for m in sd15.model.model.diffusion_model.modules() if isinstance(m, ResBlock)]
     assert all("forward" not in b.__dict__ for b in blocks)   # the model is left as it was
+
+
+@pytest.mark.parametrize("arch", ["sd2v", "sdxl"])
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+def test_other_families_guide_and_default_to_cfg_without_weights(pack, taesd, clip_style, arch, mode):
+    """SD2.x (v-prediction) and SDXL (label embedding with y): guided runs are finite and move the result;
+    with the guidance off the guider is CFGGuider."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    bundle = latent_fixtures.bundle(arch)
+    clip, style = clip_style
+    (guider,) = run_node(ZeconGuider, **guider_inputs(bundle, mode=mode, clip=clip, style=style,
+                                                      guidance=all_losses()))
+    out = sample(guider, bundle.source, bundle.sigmas)
+    ref = sample(cfg_reference(bundle), bundle.source, bundle.sigmas)
+    assert out.shape == ref.shape and torch.isfinite(out).all()
+    assert (out - ref).abs().max() > 1e-4
+    (off,) = run_node(ZeconGuider, **guider_inputs(bundle, mode=mode, strength=0.0))
+    assert torch.equal(sample(off, bundle.source, bundle.sigmas), ref)
+
+
+def test_sdxl_features_use_the_label_embedding(pack):
+    """SDXL's encoder copy adds label_emb(y) to the time embedding, as the UNet's own forward does."""
+    from zecon_pack.nodes.latent import backbone as B
+    bundle = latent_fixtures.bundle("sdxl")
+    base = bundle.model.model
+    unet = base.diffusion_model
+    layers = B.default_layers(unet)
+    ctx = bundle.negative[0][0]
+    y = torch.randn(1, tiny_sd.SDXL_TINY_UNET["adm_in_channels"])
+    with torch.inference_mode(False):
+        enc = B.EncoderFeatures(base, layers, ctx.clone(), y, torch.device("cpu"))
+        z = torch.randn(bundle.source.shape)
+        a = enc(z, layers)
+        enc.y = torch.zeros_like(y)
+        b = enc(z, layers)
+    assert len(a) == len(layers) and all(torch.isfinite(f).all() for f in a)
+    assert any(not torch.allclose(fa, fb) for fa, fb in zip(a, b))
+
+
+def test_features_equal_the_unets_own_input_blocks(pack, sd15):
+    """The encoder copy gives the UNet's own input-block outputs at t = 0 (captured by ComfyUI's input_block_patch)."""
+    from zecon_pack.nodes.latent import backbone as B
+    base = sd15.model.model
+    layers = B.default_layers(base.diffusion_model)
+    ctx = sd15.negative[0][0]
+    z = torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(4))
+    seen = {}
+
+    def capture(h, transformer_options):
+        seen[transformer_options["block"][1]] = h.clone()
+        return h
+
+    with torch.inference_mode():
+        base.diffusion_model(z, torch.zeros(1), context=ctx,
+                             transformer_options={"patches": {"input_block_patch": [capture]}})
+    with torch.inference_mode(False):
+        feats = B.EncoderFeatures(base, layers, ctx.clone(), None, torch.device("cpu"))(z, layers)
+    for layer, f in zip(sorted(set(layers)), feats):
+        torch.testing.assert_close(f, seen[layer].float(), rtol=1e-5, atol=1e-6)
+
+
+def test_flow_models_and_foreign_vaes_are_refused_by_name(pack, sd15, taesd):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    flow = tiny_sd.tiny_model("flow")
+    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\) is not supported"):
+        run_node(ZeconGuider, **guider_inputs(sd15, model=flow))
+    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\)"):
+        run_node(ZeconLatentInversion, model=flow, latent={"samples": torch.zeros(1, 16, 8, 8)},
+                 conditioning=tiny_sd.conditioning("flow"), cfg=1.0, steps=2, denoise=0.5, scheduler="normal")
+    with pytest.raises(ValueError, match="vae: it makes 16-channel latents .* 4-channel latents"):
+        run_node(ZeconGuider, **guider_inputs(sd15, vae=tiny_sd.tiny_vae("flow")))
+    with pytest.raises(ValueError, match="vae: decoder 'vae' needs the model's VAE"):
+        run_node(ZeconGuider, **guider_inputs(sd15, decoder="vae"))
+
+
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+def test_the_real_vae_decoder_can_guide(pack, sd15, clip_style, mode):
+    """decoder 'vae': a copy of the VAE's KL decoder inside the guidance (differentiable, weights untouched)."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    vae = tiny_sd.tiny_vae("sd15")
+    before = {k: v.clone() for k, v in vae.first_stage_model.decoder.state_dict().items()}
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, mode=mode, decoder="vae", vae=vae, clip=clip_style[0],
+                                                      style=clip_style[1], guidance=all_losses()))
+    out = sample(guider, sd15.source, sd15.sigmas)
+    assert torch.isfinite(out).all()
+    assert (out - sample(cfg_reference(sd15), sd15.source, sd15.sigmas)).abs().max() > 1e-4
+    after = vae.first_stage_model.decoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
