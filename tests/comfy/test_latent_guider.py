@@ -439,3 +439,37 @@ def test_the_real_vae_decoder_can_guide(pack, sd15, clip_style, mode):
     assert (out - sample(cfg_reference(sd15), sd15.source, sd15.sigmas)).abs().max() > 1e-4
     after = vae.first_stage_model.decoder.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_patchnce_on_identical_features_equals_the_pixel_implementation(pack, sd15, taesd):
+    """At ẑ0 = the source latent both sides have the same features: the latent ZeCon term equals the pixel
+    backbone's ZeCon loss on those features (one implementation) and the PatchNCE formula written out."""
+    from zecon_pack.zecon_core.draws import Draws
+    from zecon_pack.zecon_core.guidance import LOSS_NAMES, GuidanceInputs, ZeconGuidance
+    from zecon_pack.zecon_core.schedule import Schedule
+    bundle = all_losses(**{k: (2.0 if k == "zecon" else 0.0) for k in LOSS_NAMES})
+    plan = _plan(sd15, bundle)
+    z_src = sd15.model.model.process_latent_in(sd15.source)
+    with torch.inference_mode(False):
+        guidance = _guidance_for(pack, sd15, plan, z_src)
+        z = guidance.source.latent
+        latent_value = float(guidance.losses.view_terms(guidance.view(z), guidance.on, 3)["zecon"]) / 2.0
+        features = guidance.losses.features
+        pixel = ZeconGuidance(plan.config, Schedule.create("10"), GuidanceInputs(z, torch.zeros(1, 1),
+                              torch.zeros(1, 1)), Draws(plan.seed), features=features)
+        pixel_value = float(pixel._zecon(z, z, 3).sum())
+        feats = features(z, plan.config.zecon_layers)
+        draws = Draws(plan.seed)
+        written_out = 0.0
+        for layer, f in zip(sorted(set(plan.config.zecon_layers)), feats):
+            n = f.shape[-2] * f.shape[-1]
+            pick = draws.patch_ids(3, layer, n, plan.config.zecon_patches, 1)[0]
+            q = f[0].flatten(1).t()[pick]
+            q = q / (q.pow(2).sum(-1, keepdim=True).sqrt() + 1e-7)
+            sim = q @ q.t() / plan.config.nce_temperature
+            pos = sim.diagonal()
+            neg = sim.masked_fill(torch.eye(len(pick), dtype=torch.bool), -10.0 / plan.config.nce_temperature)
+            logits = torch.cat([pos[:, None], neg], dim=1)
+            written_out += float((torch.logsumexp(logits, dim=1) - pos).mean())
+    assert latent_value == pytest.approx(pixel_value, rel=1e-6)
+    assert latent_value == pytest.approx(written_out, rel=1e-4, abs=1e-7)
