@@ -201,6 +201,22 @@ _TAESD_NOTE = (
 )
 
 
+def _taesd_entry(name: str, family: str, blob: str) -> KnownModel:
+    """A TAESD decoder of the pinned commit, verified by its Git blob id."""
+    return KnownModel(
+        key=name,
+        kind="taesd",
+        filename=f"{name}.pth",
+        urls=_taesd_urls(f"{name}.pth"),
+        git_blob=blob,
+        description=(
+            f"TAESD decoder for {family} latents (ComfyUI's taesd_decoder_name '{name}'): the latent "
+            f"backbone decodes predicted latents with it. Lives in ComfyUI's models/vae_approx."
+        ),
+        source_note=_TAESD_NOTE.format(filename=f"{name}.pth", blob=blob),
+    )
+
+
 _TABLE: tuple[KnownModel, ...] = (
     KnownModel(
         key="imagenet",
@@ -281,32 +297,8 @@ _TABLE: tuple[KnownModel, ...] = (
             "then select it as a local file."
         ),
     ),
-    KnownModel(
-        key="taesd_decoder",
-        kind="taesd",
-        filename="taesd_decoder.pth",
-        urls=_taesd_urls("taesd_decoder.pth"),
-        git_blob="5915a429fc08eba4adf62bf74f96705b8b0d5c1f",
-        description=(
-            "TAESD decoder for SD1.x/SD2.x latents (ComfyUI's taesd_decoder_name 'taesd_decoder'): the "
-            "latent backbone decodes predicted latents with it. Lives in ComfyUI's models/vae_approx."
-        ),
-        source_note=_TAESD_NOTE.format(filename="taesd_decoder.pth",
-                                       blob="5915a429fc08eba4adf62bf74f96705b8b0d5c1f"),
-    ),
-    KnownModel(
-        key="taesdxl_decoder",
-        kind="taesd",
-        filename="taesdxl_decoder.pth",
-        urls=_taesd_urls("taesdxl_decoder.pth"),
-        git_blob="477bc7e9604f418029508e72ac8719bb9d048291",
-        description=(
-            "TAESD decoder for SDXL latents (ComfyUI's taesd_decoder_name 'taesdxl_decoder'): the latent "
-            "backbone decodes predicted latents with it. Lives in ComfyUI's models/vae_approx."
-        ),
-        source_note=_TAESD_NOTE.format(filename="taesdxl_decoder.pth",
-                                       blob="477bc7e9604f418029508e72ac8719bb9d048291"),
-    ),
+    _taesd_entry("taesd_decoder", "SD1.x/SD2.x", "5915a429fc08eba4adf62bf74f96705b8b0d5c1f"),
+    _taesd_entry("taesdxl_decoder", "SDXL", "477bc7e9604f418029508e72ac8719bb9d048291"),
 )
 
 #: key -> entry (read-only).

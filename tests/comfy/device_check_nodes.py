@@ -27,34 +27,13 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Any ``av`` / ``av.*`` import gets an empty module whose attributes are dummy classes."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "av" or name.startswith("av."):
-            return importlib.machinery.ModuleSpec(name, self, is_package=True)
-        return None
-
-    def create_module(self, spec):
-        m = types.ModuleType(spec.name)
-        m.__path__ = []
-        m.__getattr__ = lambda attr: type(attr, (), {})
-        return m
-
-    def exec_module(self, module):
-        pass
+import tiny_sd  # noqa: E402  (tests/comfy/tiny_sd.py: ComfyUI importable in this process)
 
 
 def setup(comfyui: Path, models: Path, cpu: bool = False):
-    sys.path[:0] = [str(comfyui)]
-    from comfy.cli_args import args
-    args.cpu = cpu
-    try:
-        import av  # noqa: F401
-    except ImportError:
-        sys.meta_path.insert(0, _StubFinder())
+    tiny_sd.setup_comfy(comfyui, cpu)
     import folder_paths
     folder_paths.add_model_folder_path("zecon", str(models))
     spec = importlib.util.spec_from_file_location("zecon_pack", REPO / "__init__.py",

@@ -147,8 +147,8 @@ class _AvStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def comfyui_dir() -> Path:
-    env = os.environ.get("ZECON_COMFYUI_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "zecon" / "comfyui-0.3.75"
+    import harness   # tests/comfy/harness.py (not imported at module level: the test pack loads this file alone)
+    return harness.default_comfyui_dir()
 
 
 def setup_comfy(comfy_dir: str | os.PathLike | None = None, cpu: bool = True) -> Path:
