@@ -1,7 +1,10 @@
 """ZeCon for ComfyUI: the node pack (ComfyUI V3 schema).
 
 The nodes are thin: every computation goes through ``zecon_core``. See
-``types.py`` for what travels between them.
+``types.py`` for what travels between them. Two backbones share one guidance:
+the pixel ADM nodes here (the original's models, the pack's own types) and, in
+``latent/``, the ZeCon Guider and Latent Inversion on the user's Stable Diffusion
+MODEL / VAE / CONDITIONING through ComfyUI's own sampler.
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ A pure-PyTorch engine, no ComfyUI imports. Typical use::
     zc.tensor_to_pil(out)[0].save("out.png")
 
 Step by step: ``encode_style`` -> ``invert`` -> ``sample_guided`` with a ``GuidanceConfig``.
+
+Two backbones, one guidance: the modules above run the original's pixel-space ADM models;
+``zecon_core.latent`` runs the same losses (``guidance.ZeconGuidance`` on a ``LossView``) on
+latent diffusion models given as callables (denoiser, decoder, encoder features).
 """
 
 from .checkpoints import CheckpointError, load_state_dict
