@@ -202,7 +202,12 @@ def test_full_and_shortcut_share_the_prediction_gradient(pack, sd15, taesd, clip
         full = _guidance_for(pack, sd15, plan, x)
         out_full, _ = full(denoise, x, sigma, 0, "full")
         g_x_full = (out_full - den) / full.shift_scale(sigma, den)
+        short = _guidance_for(pack, sd15, plan, x)
+        out_short, _ = short(denoise, x, sigma, 0, "shortcut")
     torch.testing.assert_close(g_pred, g_short, rtol=1e-5, atol=1e-7)
+    # shortcut: the ideal unit-variance denoiser's Jacobian 1 / (1 + σ²) in place of the UNet's
+    torch.testing.assert_close(out_short, den + short.shift_scale(sigma, den) * g_short / (1 + sigma ** 2),
+                               rtol=1e-5, atol=1e-7)
     assert v_full == v_short
     torch.testing.assert_close(g_x_full, g_x_direct, rtol=1e-3, atol=1e-5 * float(g_x_direct.abs().max()))
     assert not torch.allclose(g_x_full, g_short, rtol=1e-2, atol=0)   # the Jacobian is not the identity

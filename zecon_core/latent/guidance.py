@@ -12,8 +12,11 @@ itself, against the clean source latent; the image side of the source is decode(
 
 Modes:
 
-* ``shortcut``: ∇_{ẑ0} L stands in for ∇_x L (∂ẑ0/∂x ≈ I, as in MPGD / RB-Modulation):
-  no backward through the diffusion UNet.
+* ``shortcut``: no backward through the diffusion UNet (as in MPGD / RB-Modulation): the UNet's
+  Jacobian is replaced by that of the ideal denoiser of unit-variance data, D = x / (1 + σ²), so
+  ∇_x L ≈ ∇_{ẑ0} L / (1 + σ²) (SD's latent scale factor makes its latents about unit variance).
+  The shift σ²/(1 + σ²) ∇_{ẑ0} L = (1 − ᾱ) ∇_{ẑ0} L stays bounded at any noise level, where taking
+  the Jacobian as the identity would overshoot the source by σ² at high noise.
 * ``full``: ∇_x L = (∂ẑ0/∂x)ᵀ ∇_{ẑ0} L through the UNet, as the original differentiates
   through the ADM UNet. Both modes compute the same ∇_{ẑ0} L first.
 
@@ -125,6 +128,7 @@ class LatentGuidance:
             with torch.no_grad():
                 den = denoise(x)
             g, values = self.prediction_gradient(den, step)
+            g = g / (1 + sigma.to(g).reshape(-1, *([1] * (g.ndim - 1))).pow(2))
         else:
             with torch.enable_grad():
                 xg = x.detach().clone().requires_grad_()   # a normal tensor, also for an inference-mode x
