@@ -83,10 +83,10 @@ class ZeconLatentInversion(io.ComfyNode):
                                         "SplitSigmas); replaces steps, denoise and scheduler."),
             ],
             outputs=[
-                io.Latent.Output("latent", display_name="inverted_latent",
+                io.Latent.Output("inverted_latent", display_name="inverted_latent",
                                  tooltip="The inverted latent: connect to SamplerCustomAdvanced's latent_image "
                                          "(with DisableNoise)."),
-                io.Sigmas.Output("sigmas", display_name="sigmas",
+                io.Sigmas.Output("start_sigmas", display_name="sigmas",
                                  tooltip="The sigmas that continue from the inverted latent down to 0."),
             ],
             hidden=[io.Hidden.unique_id],

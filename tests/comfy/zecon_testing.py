@@ -32,7 +32,8 @@ TINY_VGG = "tiny_vgg.safetensors"
 VGG_LAYERS_FILE = "vgg19_zecon_layers.safetensors"   # found by the guidance nodes' "auto" VGG
 
 NODE_IDS = ("ZeconDiffusionLoader", "ZeconClipLoader", "ZeconStylePrompt", "ZeconInversion",
-            "ZeconGuidance", "ZeconSampler", "ZeconStyleTransfer", "ZeconStyleImage", "ZeconStyleBlend")
+            "ZeconGuidance", "ZeconSampler", "ZeconStyleTransfer", "ZeconStyleImage", "ZeconStyleBlend",
+            "ZeconLatentInversion", "ZeconGuider")
 
 # One CPU thread per torch op: on a shared 2-core machine two spinning OpenMP
 # threads per process made a tiny run 8x slower.
