@@ -86,7 +86,7 @@ class ZeconLatentInversion(io.ComfyNode):
                 io.Latent.Output("inverted_latent", display_name="inverted_latent",
                                  tooltip="The inverted latent: connect to SamplerCustomAdvanced's latent_image "
                                          "(with DisableNoise)."),
-                io.Sigmas.Output("start_sigmas", display_name="sigmas",
+                io.Sigmas.Output("sigmas_out", display_name="sigmas",
                                  tooltip="The sigmas that continue from the inverted latent down to 0."),
             ],
             hidden=[io.Hidden.unique_id],
