@@ -466,3 +466,23 @@ def test_patchnce_on_identical_features_equals_the_pixel_implementation(pack, sd
             written_out += float((torch.logsumexp(logits, dim=1) - pos).mean())
     assert latent_value == pytest.approx(pixel_value, rel=1e-6)
     assert latent_value == pytest.approx(written_out, rel=1e-4, abs=1e-7)
+
+
+def test_the_run_state_is_built_once_per_run(pack, sd15, taesd, clip_style, monkeypatch):
+    """Copies of the encoder and decoder, the decoded source and the seeded draws are made at the first
+    guided call of a run and reused by its later steps; the next run starts afresh."""
+    from zecon_pack.nodes.latent import guider as G
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    built = []
+    start_run = G.start_run
+
+    def counted(*args):
+        built.append(1)
+        return start_run(*args)
+
+    monkeypatch.setattr(G, "start_run", counted)
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, clip=clip_style[0], style=clip_style[1],
+                                                      guidance=all_losses()))
+    for runs in (1, 2):
+        sample(guider, sd15.source, sd15.sigmas, "dpmpp_2m")
+        assert len(built) == runs
