@@ -1,4 +1,9 @@
-"""Access to a golden-vector set (``ZECON_GOLDEN_DIR``, default ``../shared/golden`` beside the repo)."""
+"""Access to a golden-vector set.
+
+The default is the compact set vendored in ``tests/golden`` (the original implementation's
+vectors with a smaller UNet, see ``tests/golden/README.md``), so any clone runs its parity tests.
+``ZECON_GOLDEN_DIR`` selects another set of the same format, e.g. the full ``../shared/golden``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from zecon_core.augment import ViewParams
 from zecon_core.draws import Draws
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("ZECON_GOLDEN_DIR", REPO.parent / "shared" / "golden")).resolve()
+VENDORED_DIR = REPO / "tests" / "golden"
+GOLDEN_DIR = Path(os.environ.get("ZECON_GOLDEN_DIR") or VENDORED_DIR).resolve()
 
 # golden setting keys -> GuidanceConfig fields
 WEIGHT_KEYS = {
