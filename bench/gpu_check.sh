@@ -4,8 +4,9 @@
 # Run from the repo root on a GPU machine (no internet needed):
 #   bash bench/gpu_check.sh
 # Needs: python3 with torch (CUDA), torchvision, numpy, safetensors, pytest, regex, tqdm, huggingface_hub
-# (the device image has them) plus the wheels in .whl/ (open_clip_torch, ftfy, wcwidth) and the golden
-# subset in .golden/ -- bench/prepare_gpu.sh fills both; carry them: carry=[".whl", ".golden"].
+# (the device image has them) plus the wheels in .whl/ (open_clip_torch, ftfy, wcwidth) -- bench/prepare_gpu.sh
+# fills it; carry it: carry=[".whl"]. The CUDA parity tests read the golden set in tests/golden (part of
+# the working tree), or .golden/ when prepare_gpu.sh copied another set there (ZECON_GOLDEN_SRC; carry it too).
 # Every part has its own timeout and the script goes on after a failure. Budget: under 8 minutes.
 # Writes into $OUT (default bench/results/gpu): gpu_results.json (every benchmark JSON + test outcome),
 # gpu_check.log (everything printed), summary.txt.

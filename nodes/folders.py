@@ -17,6 +17,7 @@ from pathlib import Path
 import folder_paths
 
 from ..zecon_core import registry
+from ..zecon_core.checkpoints import CheckpointError, check_model_name, regular_file
 from ..zecon_core.registry import KnownModel
 
 FOLDER = registry.COMFY_MODELS_SUBDIR  # "zecon"
@@ -43,8 +44,17 @@ def download_dir() -> Path:
 
 
 def local_files() -> list[str]:
-    """Weight files in every ``zecon`` folder (names relative to their folder, sub-folders included)."""
-    return folder_paths.get_filename_list(FOLDER)
+    """Weight files in every ``zecon`` folder (names relative to their folder, sub-folders included).
+
+    Symlinks that users put in a folder are listed when they lead to a regular file (as
+    ComfyUI's own loaders follow them); links to devices, FIFOs or nothing are left out.
+    """
+    return [name for name in folder_paths.get_filename_list(FOLDER) if _is_regular(name)]
+
+
+def _is_regular(name: str) -> bool:
+    path = folder_paths.get_full_path(FOLDER, name)
+    return bool(path) and os.path.isfile(path)
 
 
 def _local_path(name: str) -> Path | None:
@@ -97,22 +107,40 @@ def resolve(name: str, kind: str) -> Resolved:
 
     Accepted: a local file name; a known model's label, file name or alias
     (the local copy if present, else a download when the node runs).
+
+    The name comes from a workflow, so it must be a relative name without ``..`` and one of
+    the listed files (or a known model); the file it names may be a symlink the user placed
+    in the folder, and is followed, but only to a regular file.
     """
     if not isinstance(name, str) or not name:
         raise ValueError("no model file selected")
+    try:
+        check_model_name(name, describe_folders())
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
     files = local_files()
     if name in files:
-        return Resolved(name, _local_path(name))
+        return Resolved(name, _checked(_local_path(name)))
     entry = registry.get_known(name)
     if entry is not None and entry.kind == kind:
         local = _present(entry, files)
         if local is not None:
-            return Resolved(name, _local_path(local), entry)
+            return Resolved(name, _checked(_local_path(local)), entry)
         return Resolved(name, None, entry)
     where = " or ".join(folders())
     raise ValueError(
         f"model file {name!r} not found in {where}. Put the file there and refresh the node list (press R), "
         f"or pick one of: {', '.join(model_options(kind, files)) or '(none)'}")
+
+
+def _checked(path: Path | None) -> Path:
+    """The listed file, checked again when it is used (a link may have changed since the listing)."""
+    if path is None:
+        raise ValueError("the model file disappeared from the folder; refresh the node list (press R)")
+    try:
+        return regular_file(path)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
 
 
 def describe_folders() -> str:

@@ -101,7 +101,7 @@ class ZeconGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, patch_min, patch_max, zecon_layers, vgg_file=VGG_AUTO) -> bool | str:
+    def validate_inputs(cls, patch_min, patch_max, zecon_layers, vgg_file=VGG_AUTO) -> bool:
         errors = [V.number("patch_min", patch_min, 0.0, 1.0), V.number("patch_max", patch_max, 0.0, 1.0),
                   V.layers(zecon_layers), vgg_file_error(vgg_file)]
         if not errors[0] and not errors[1] and patch_min is not None and patch_max is not None:

@@ -76,7 +76,7 @@ class ZeconInversion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, respacing, skip, size_policy) -> bool | str:
+    def validate_inputs(cls, respacing, skip, size_policy) -> bool:
         _, bad_respacing = V.schedule(respacing)
         return V.result(bad_respacing, None if bad_respacing else V.skip(respacing, skip),
                         V.combo("size_policy", size_policy, SIZE_POLICIES))

@@ -78,9 +78,9 @@ class ZeconDiffusionLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name, precision) -> bool | str:
-        return V.result(V.combo("precision", precision, PRECISIONS),
-                        model_name_error(model_name, "unet", "model_name"))
+    def validate_inputs(cls, model_name, precision, num_head_channels=64) -> bool:
+        return V.result(model_name_error(model_name, "unet", "model_name"),
+                        V.combo("precision", precision, PRECISIONS), V.head_channels(num_head_channels))
 
     @classmethod
     def fingerprint_inputs(cls, model_name, precision, num_head_channels=64, gradient_checkpointing=False):
@@ -121,7 +121,7 @@ class ZeconClipLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, clip_name, pretrained, local_file) -> bool | str:
+    def validate_inputs(cls, clip_name, pretrained, local_file) -> bool:
         errors = [V.combo("local_file", local_file, [NO_LOCAL_CLIP, *folders.local_files()])]
         if local_file == NO_LOCAL_CLIP and clip_name is not None and not str(clip_name).strip():
             errors.append("clip_name: give an open_clip model name (e.g. ViT-B-16) or choose a local_file")

@@ -59,6 +59,15 @@ def run_sampler(model, latent, style, clip, bundle, *, sampler, eta, seed, start
         return to_bhwc(out)
 
 
+def check_same_model(model, latent, allow_other_model: bool) -> None:
+    """Refuse a latent inverted with another diffusion model unless the user opted in."""
+    if latent.model_name != model.name and not allow_other_model:
+        raise ValueError(
+            f"latent: it was inverted with the diffusion model {latent.model_name!r}, but this sampler's model is "
+            f"{model.name!r}. Connect the same ZeCon Diffusion Loader to ZeCon DDIM Inversion and to this sampler, "
+            f"or set allow_other_model to sample it with {model.name!r} anyway.")
+
+
 class ZeconSampler(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -84,6 +93,11 @@ class ZeconSampler(io.ComfyNode):
                                        "latent as noise (the original); latent = start from the inverted latent "
                                        "itself. ddim always starts from the latent."),
                 *mask_inputs(),
+                io.Boolean.Input("allow_other_model", default=False, optional=True,
+                                 tooltip="Advanced: sample a latent that was inverted with another diffusion model "
+                                         "than the one connected here. Off: such a graph is refused with both model "
+                                         "names, because the other model does not reproduce the source from that "
+                                         "latent (the result is mostly noise)."),
             ],
             outputs=[io.Image.Output("image", display_name="image",
                                      tooltip="The stylised image(s), at the size chosen at inversion.")],
@@ -91,12 +105,13 @@ class ZeconSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, start) -> bool | str:
+    def validate_inputs(cls, sampler, start) -> bool:
         return V.result(V.combo("sampler", sampler, SAMPLERS), V.combo("start", start, START_MODES))
 
     @classmethod
     def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start, mask=None,
-                feather=DEFAULT_FEATHER) -> io.NodeOutput:
+                feather=DEFAULT_FEATHER, allow_other_model=False) -> io.NodeOutput:
+        check_same_model(model, latent, allow_other_model)
         steps = latent.start + 1
         progress = NodeProgress(steps, cls.hidden.unique_id)
         image = run_sampler(model, latent, style, clip, guidance, sampler=sampler, eta=eta, seed=seed,

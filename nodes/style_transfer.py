@@ -59,7 +59,7 @@ class ZeconStyleTransfer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, respacing, skip, size_policy, sampler) -> bool | str:
+    def validate_inputs(cls, respacing, skip, size_policy, sampler) -> bool:
         _, bad_respacing = V.schedule(respacing)
         return V.result(bad_respacing, None if bad_respacing else V.skip(respacing, skip),
                         V.combo("size_policy", size_policy, SIZE_POLICIES), V.combo("sampler", sampler, SAMPLERS))

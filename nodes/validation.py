@@ -5,6 +5,14 @@ ComfyUI 0.3.75 does not check V3 combo values, and an input named in
 the inputs they must check together here. Each helper returns ``None`` or an
 error text that starts with the input's name. Linked inputs arrive as ``None``
 during validation and are skipped.
+
+How ComfyUI 0.3.75 reports a ``validate_inputs`` result (``execution.validate_inputs``):
+a returned string becomes one ``custom_validation_failed`` error *for every input the
+function names*, each with the same text, so one bad respacing was listed three times
+(as errors of respacing, skip and size_policy). An exception raised by ``validate_inputs``
+is reported once, on the node (``exception_during_inner_validation``, its ``details`` the
+message). ``result`` therefore raises ``InvalidInputs`` with every problem listed once,
+each starting with the name of the input it is about.
 """
 
 from __future__ import annotations
@@ -37,9 +45,16 @@ def number(name: str, value, lo=None, hi=None, integer: bool = False) -> str | N
     return None
 
 
+class InvalidInputs(ValueError):
+    """Raised by a node's ``validate_inputs``: one node-level error listing each problem once."""
+
+
 def schedule(respacing) -> tuple[Schedule | None, str | None]:
     if respacing is None:
         return None, None
+    if not str(respacing).strip():
+        return None, ("respacing: is empty; give a step count like '50', sections like '10,20' or 'ddim25' "
+                      "(an empty respacing would silently mean all 1000 steps)")
     try:
         return Schedule.create(str(respacing)), None
     except ValueError as e:
@@ -87,10 +102,24 @@ def layers(text) -> str | None:
     return None
 
 
-def result(*errors: str | None) -> bool | str:
-    """``True`` or the errors joined, for ``validate_inputs``."""
-    bad = [e for e in errors if e]
-    return "; ".join(bad) if bad else True
+def result(*errors: str | None) -> bool:
+    """``True`` for ``validate_inputs``, or ``InvalidInputs`` with each problem once (see the module doc)."""
+    bad = list(dict.fromkeys(e for e in errors if e))
+    if bad:
+        raise InvalidInputs("; ".join(bad))
+    return True
+
+
+def head_channels(value) -> str | None:
+    """``num_head_channels``: -1 or a positive width (whether it divides the model's attention
+    channels is checked against the weights when the model loads)."""
+    err = number("num_head_channels", value, lo=-1, hi=1024, integer=True)
+    if err or value is None:
+        return err
+    if value == 0:
+        return ("num_head_channels: 0 is not a head width; use -1 (4 heads per attention layer) or a positive "
+                "divisor of the attention channels (64 for the ImageNet and FFHQ models)")
+    return None
 
 
 def check_layers_fit(model, layer_indices) -> None:

@@ -1,4 +1,9 @@
-"""Access to a golden-vector set (``ZECON_GOLDEN_DIR``, default ``../shared/golden`` beside the repo)."""
+"""Access to a golden-vector set.
+
+The default is the compact set vendored in ``tests/golden`` (the original implementation's
+vectors with a smaller UNet, see ``tests/golden/README.md``), so any clone runs its parity tests.
+``ZECON_GOLDEN_DIR`` selects another set of the same format, e.g. the full ``../shared/golden``.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from zecon_core.augment import ViewParams
 from zecon_core.draws import Draws
 
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("ZECON_GOLDEN_DIR", REPO.parent / "shared" / "golden")).resolve()
+VENDORED_DIR = REPO / "tests" / "golden"
+GOLDEN_DIR = Path(os.environ.get("ZECON_GOLDEN_DIR") or VENDORED_DIR).resolve()
 
 # golden setting keys -> GuidanceConfig fields
 WEIGHT_KEYS = {
@@ -59,6 +65,31 @@ class Golden:
     @cached_property
     def unet_config(self) -> dict:
         return self.info["unet"]["config"]
+
+    def preprocess_size(self) -> tuple[int, int]:
+        """(H, W) of ``preprocess.safetensors:init_image``: the original's loader resizes the source to
+        S x S with S = the UNet's ``image_size``, whatever the source's shape (``image_hw`` may differ)."""
+        size = int(self.unet_config["image_size"])
+        return size, size
+
+    def source_image(self, file: str) -> torch.Tensor:
+        """The source image a stage's vectors were computed from, taken from that stage's own file as
+        the manifest describes it, never from another stage (in a set with a non-square source,
+        preprocess:init_image is square while the DDIM, guidance and loop files hold the non-square one).
+
+        ``init_image`` of the file if it has one (cond_fn, e2e, patch_losses, preprocess); ``x0[0:1]``
+        for the files whose ``x0`` is the clean input with ``x0[0]`` the source (ddim, unet_forward);
+        otherwise ``info.init_image_source`` ("file:tensor ...").
+        """
+        tensors = self.spec(file)["tensors"]
+        if "init_image" in tensors:
+            return self[file]["init_image"]
+        if "x0" in tensors:
+            return self[file]["x0"][0:1]
+        where = self.info["init_image_source"].split()[0]
+        src_file, _, name = where.partition(":")
+        value = self[src_file][name]
+        return value[0:1] if value.ndim == 4 else value
 
     def setting_weights(self, setting: dict) -> dict:
         return {ours: float(setting[k]) for k, ours in WEIGHT_KEYS.items() if k in setting}

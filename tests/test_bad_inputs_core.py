@@ -289,17 +289,49 @@ def test_names_leaving_the_folder_are_refused(tmp_path, name):
         resolve_in_folder(tmp_path, name)
 
 
-def test_symlinks_leaving_the_folder_are_refused(tmp_path):
+def test_links_a_user_placed_are_followed_to_regular_files_only(tmp_path):
+    """The policy (README, Safety): a workflow's *name* never leaves the folder, but a symlink the
+    user put in the folder is followed, as ComfyUI's own loaders do; only to a regular file."""
+    import os
+
     models = tmp_path / "models"
-    models.mkdir()
+    (models / "sub").mkdir(parents=True)
     outside = tmp_path / "outside.safetensors"
     outside.write_bytes(b"x")
     (models / "link.safetensors").symlink_to(outside)
     (models / "ok.safetensors").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="outside"):
-        resolve_in_folder(models, "link.safetensors")
+    (models / "sub" / "ok.safetensors").write_bytes(b"x")
+    (models / "zero.safetensors").symlink_to("/dev/zero")
+    (models / "broken.safetensors").symlink_to(tmp_path / "gone.safetensors")
+    (models / "dir.safetensors").mkdir()
+    os.mkfifo(models / "fifo.safetensors")
+    assert resolve_in_folder(models, "link.safetensors") == outside.resolve()
     assert resolve_in_folder(models, "ok.safetensors") == (models / "ok.safetensors").resolve()
-    assert Path(resolve_in_folder(models, "sub/ok.safetensors")).name == "ok.safetensors"
+    assert resolve_in_folder(models, "sub/ok.safetensors").name == "ok.safetensors"
+    with pytest.raises(CheckpointError, match="a device"):
+        resolve_in_folder(models, "zero.safetensors")
+    with pytest.raises(CheckpointError, match="broken symlink"):
+        resolve_in_folder(models, "broken.safetensors")
+    with pytest.raises(CheckpointError, match="a folder"):
+        resolve_in_folder(models, "dir.safetensors")
+    with pytest.raises(CheckpointError, match="a FIFO"):
+        resolve_in_folder(models, "fifo.safetensors")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+def test_weight_loading_refuses_devices_and_fifos_before_opening(tmp_path, target):
+    """Reading /dev/zero (or a FIFO nobody writes) would never end: refused before open()."""
+    import os
+
+    link = tmp_path / "model.safetensors"
+    if target == "fifo":
+        os.mkfifo(link)
+    else:
+        link.symlink_to(target)
+    with pytest.raises(CheckpointError, match="not a weight file"):
+        load_state_dict(link)
+    with pytest.raises(CheckpointError, match="not a weight file"):
+        load_diffusion_model(link)
 
 
 def test_memory_estimate_is_the_same_under_inference_mode():
@@ -311,3 +343,59 @@ def test_memory_estimate_is_the_same_under_inference_mode():
     plain = estimate_guided_step_bytes(model, 128, 128, 1, cfg, clip)
     with torch.inference_mode():
         assert estimate_guided_step_bytes(model, 128, 128, 1, cfg, clip) == plain
+
+
+# -- issue 13: hostile inputs ------------------------------------------------------------------
+
+def test_pickle_refusal_has_no_terminal_codes(tmp_path):
+    """torch colours part of its weights-only message (ESC[1m ... ESC[0m); the refusal is plain text
+    and names the refused global."""
+    marker = tmp_path / "pwned.txt"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(1), "x": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError) as ei:
+        load_state_dict(path)
+    text = str(ei.value)
+    assert "\x1b" not in text and "[1m" not in text and "[0m" not in text, text
+    assert "io.open" in text or "open" in text
+    from zecon_core.convert import ConvertError, load_tensor_dict
+    with pytest.raises(ConvertError) as ei:
+        load_tensor_dict(path)
+    assert "\x1b" not in str(ei.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("respacing", ["", " ", "  \t"])
+def test_empty_respacing_is_refused(respacing):
+    with pytest.raises(ValueError, match="respacing is empty"):
+        Schedule.create(respacing)
+    with pytest.raises(ValueError, match="respacing is empty"):
+        invert(tiny_models()[0], source_image(), respacing=respacing, skip=0)
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (3, 64, 64), (2, 64, 64)])
+def test_three_dimensional_image_is_refused_not_guessed(shape):
+    """[H, W, 3] used to become H greyscale images of W x 3 pixels."""
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]") as ei:
+        from_bhwc(torch.rand(*shape))
+    assert str(tuple(shape)) in str(ei.value)
+
+
+@pytest.mark.parametrize("shape", [(1, 0, 0, 3), (1, 0, 64, 3), (2, 64, 0, 3)])
+def test_zero_sized_images_are_refused(shape):
+    with pytest.raises(ValueError, match="no pixels"):
+        from_bhwc(torch.rand(*shape))
+    with pytest.raises(ValueError, match="no pixels"):
+        prepare_source(torch.rand(shape[0], 3, shape[1], shape[2]))
+
+
+@pytest.mark.parametrize("heads", [0, -2, -64])
+def test_num_head_channels_zero_or_negative_is_refused(heads):
+    with pytest.raises(ValueError, match="num_head_channels must be -1"):
+        load_diffusion_model(tiny_paths()["unet"], num_head_channels=heads)
+
+
+def test_num_head_channels_not_dividing_is_refused():
+    with pytest.raises(ValueError, match="num_head_channels"):
+        load_diffusion_model(tiny_paths()["unet"], num_head_channels=48)
+    assert load_diffusion_model(tiny_paths()["unet"], num_head_channels=-1) is not None

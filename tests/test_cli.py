@@ -294,3 +294,111 @@ def test_pick_steps():
     assert cli.pick_steps(5, 16) == [0, 1, 2, 3, 4]
     picked = cli.pick_steps(25, 6)
     assert picked[0] == 0 and picked[-1] == 24 and len(picked) == 6
+
+
+# --------------------------------------------------------------------------- files: never destroyed, checked first
+def _stylize_args(src, models, *extra):
+    return ["stylize", str(src), "--prompt", "x", "--tiny", "--models-dir", str(models), "--quiet", *FAST,
+            *map(str, extra)]
+
+
+@pytest.mark.parametrize("case", ["output_is_input", "output_is_input_via_dotdot", "output_is_input_via_symlink",
+                                  "grid_is_output", "grid_is_input", "output_is_input_hardlink"])
+def test_outputs_never_replace_the_input_or_each_other(tmp_path, source_png, case, capsys):
+    """Refused with exit 2 before anything is loaded: the (empty) models folder stays untouched."""
+    photo_dir = tmp_path / "dir"
+    photo_dir.mkdir()
+    photo = photo_dir / "photo.png"
+    photo.write_bytes(source_png.read_bytes())
+    before = photo.read_bytes()
+    models = tmp_path / "models"
+    out = tmp_path / "out.png"
+    extra = {
+        "output_is_input": ["-o", photo],
+        "output_is_input_via_dotdot": ["-o", photo_dir / ".." / "dir" / "photo.png"],
+        "output_is_input_via_symlink": ["-o", tmp_path / "link" / "photo.png"],
+        "grid_is_output": ["-o", out, "--save-steps", tmp_path / "." / "out.png"],
+        "grid_is_input": ["-o", out, "--save-steps", photo],
+        "output_is_input_hardlink": ["-o", tmp_path / "hard.png"],
+    }[case]
+    if case == "output_is_input_via_symlink":
+        (tmp_path / "link").symlink_to(photo_dir)
+    if case == "output_is_input_hardlink":
+        os.link(photo, tmp_path / "hard.png")
+    # --overwrite does not make any of these allowed
+    code = cli.main(_stylize_args(photo, models, *extra, "--overwrite"))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert "input image" in err or "would replace the result" in err
+    assert photo.read_bytes() == before
+    assert not out.exists() and not models.exists()   # no work was done: not even the tiny models written
+
+
+def test_existing_output_is_replaced_only_with_overwrite(tmp_path, source_png, models_dir, capsys):
+    out, grid = tmp_path / "out.png", tmp_path / "grid.png"
+    out.write_bytes(b"keep me")
+    code = cli.main(_stylize_args(source_png, models_dir, "-o", out))
+    assert code == cli.EXIT_USAGE
+    assert out.read_bytes() == b"keep me"
+    grid.write_bytes(b"keep the grid")
+    out.unlink()
+    code = cli.main(_stylize_args(source_png, models_dir, "-o", out, "--save-steps", grid))
+    assert code == cli.EXIT_USAGE and not out.exists() and grid.read_bytes() == b"keep the grid"
+    out.write_bytes(b"old")
+    assert cli.main(_stylize_args(source_png, models_dir, "-o", out, "--save-steps", grid, "--overwrite")) == 0
+    assert Image.open(out).size == (64, 64) and Image.open(grid).width > 64
+
+
+def test_existing_output_message_names_overwrite(tmp_path, source_png, models_dir, capsys):
+    out = tmp_path / "out.png"
+    out.write_bytes(b"keep me")
+    assert cli.main(_stylize_args(source_png, models_dir, "-o", out)) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("target", ["/proc/x.png", "/proc/zecon-no-such-dir/x.png"])
+def test_unwritable_output_is_exit_3_before_models_load(tmp_path, source_png, target, capsys):
+    models = tmp_path / "models"
+    t = time.monotonic()
+    code = cli.main(_stylize_args(source_png, models, "-o", target))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_MODEL, err
+    assert f"cannot write the output {target}" in err
+    assert not models.exists()          # checked before the tiny models were written or anything loaded
+    assert time.monotonic() - t < 30
+
+
+def test_unwritable_grid_is_exit_3_before_models_load(tmp_path, source_png, capsys):
+    models = tmp_path / "models"
+    ro = tmp_path / "file_not_folder"
+    ro.write_text("x")
+    code = cli.main(_stylize_args(source_png, models, "-o", tmp_path / "o.png", "--save-steps", ro / "grid.png"))
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_MODEL and "is not a folder" in err, err
+    assert not models.exists() and not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("respacing", ["", "  "])
+def test_empty_respacing_is_refused(tmp_path, source_png, respacing, capsys):
+    models = tmp_path / "models"
+    code = cli.main(["stylize", str(source_png), "--prompt", "x", "--tiny", "--models-dir", str(models), "--quiet",
+                     "--respacing", respacing, "-o", str(tmp_path / "o.png")])
+    assert code == cli.EXIT_USAGE
+    assert "respacing is empty" in capsys.readouterr().err
+    assert not models.exists()
+
+
+def test_sixteen_bit_grey_input_is_not_white(tmp_path):
+    """PIL's convert("RGB") clips 16-bit grey at 255: a mid-grey 16-bit PNG read as 98% white."""
+    grey = np.full((40, 56), 30000, dtype=np.uint16)
+    grey[:, :28] = 10000
+    p = tmp_path / "grey16.png"
+    Image.fromarray(grey).save(p)
+    assert Image.open(p).mode == "I;16"
+    x = cli._load_input(str(p))
+    assert x.shape == (1, 3, 40, 56)
+    want_right, want_left = 30000 / 65535 * 2 - 1, 10000 / 65535 * 2 - 1
+    assert abs(float(x[0, :, :, 28:].mean()) - want_right) < 1e-4
+    assert abs(float(x[0, :, :, :28].mean()) - want_left) < 1e-4

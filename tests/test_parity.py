@@ -86,9 +86,15 @@ def zecon_ids(g) -> dict[int, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 # one producer per golden file: our values for every output tensor it holds
 
-def produce_preprocess(g):
-    h, w = G.manifest["image_hw"]
-    return {"init_image": resize(load_image(G.root / "source.png"), h, w)}
+def produce_preprocess(g, golden: Golden = G):
+    # square S x S (S = image_size) as the original's loader makes it, not the source's image_hw
+    return {"init_image": resize(load_image(golden.root / "source.png"), *golden.preprocess_size())}
+
+
+def ddpm_loop_start(golden: Golden, s: Schedule, t: int, latent: torch.Tensor) -> torch.Tensor:
+    """The first x of the original's DDPM loop: q_sample(init_image, t, noise=latent) with the source
+    stored in ddim.safetensors itself (x0[0:1]), not preprocess:init_image."""
+    return D.q_sample(s, golden.source_image("ddim.safetensors"), t, latent)
 
 
 def produce_schedule(g):
@@ -145,7 +151,7 @@ def produce_ddim(g):
     # checked above, and 50 chaotic UNet calls would amplify its float32 rounding past the tolerance
     recorded = g["inverted_latent"]
     out["reconstruction"], _ = sample(denoise, recorded, s, steps - 1, method="ddim", draws=Draws([0] * len(recorded)))
-    out["ddpm_loop_start"] = D.q_sample(s, G["preprocess.safetensors"]["init_image"], steps - 1, recorded[0:1])
+    out["ddpm_loop_start"] = ddpm_loop_start(G, s, steps - 1, recorded[0:1])
     return out
 
 

@@ -59,6 +59,7 @@ def _has(sd, prefix):
 def detect_config(sd: dict, *, num_head_channels: int = 64, num_heads: int = 4,
                   use_new_attention_order: bool = False) -> ADMConfig:
     """Read an ``ADMConfig`` off a guided-diffusion ``UNetModel`` state dict."""
+    check_head_settings(num_head_channels, num_heads)
     what = describe_state_dict(sd)
     if what is not None:
         missing = [k for k in _REQUIRED if k not in sd]
@@ -120,6 +121,22 @@ def detect_config(sd: dict, *, num_head_channels: int = 64, num_heads: int = 4,
     )
     _check_heads(sd, cfg)
     return cfg
+
+
+def check_head_settings(num_head_channels, num_heads=4) -> None:
+    """``ValueError`` unless ``num_head_channels`` is -1 (then ``num_heads`` heads, >= 1) or >= 1.
+
+    Whether a positive value divides every attention layer's width is checked against the
+    weights (``_check_heads``)."""
+    if isinstance(num_head_channels, bool) or not isinstance(num_head_channels, int):
+        raise ValueError(f"num_head_channels must be an integer, got {num_head_channels!r}")
+    if num_head_channels == -1:
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise ValueError(f"num_heads must be an integer >= 1 when num_head_channels is -1, got {num_heads!r}")
+        return
+    if num_head_channels < 1:
+        raise ValueError(f"num_head_channels must be -1 (4 heads per attention layer) or a positive divisor of "
+                         f"the attention channels (64 for the ImageNet and FFHQ models), got {num_head_channels}")
 
 
 def _check_heads(sd, cfg: ADMConfig):

@@ -9,6 +9,8 @@ refuses pickles that would run code. Every failure becomes a
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
 
 import torch
@@ -25,9 +27,7 @@ class CheckpointError(ValueError):
 
 def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Return the tensors of a weight file as a flat ``{key: tensor}`` dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weight file not found: {path}")
+    path = regular_file(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_EXTENSIONS:
         sd = _load_safetensors(path, device)
@@ -69,9 +69,26 @@ def _is_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape sequences (torch colours parts of its messages) and control bytes."""
+    return _CONTROL.sub("", _ANSI.sub("", str(text)))
+
+
 def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    """The informative line of an exception's message, as plain text.
+
+    torch's weights-only refusal is several paragraphs; the line that names the refused
+    global is the useful one.
+    """
+    lines = [ln.strip() for ln in plain_text(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "Unsupported global" in ln or "Unsupported operand" in ln or "is blocked" in ln:
+            return ln
+    return lines[0] if lines else type(e).__name__
 
 
 def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
@@ -92,16 +109,50 @@ def _flatten(obj, path: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def resolve_in_folder(folder: str | os.PathLike, name: str) -> Path:
-    """``folder/name`` if it stays inside ``folder`` after resolving ``..`` and symlinks.
+def check_model_name(name: str, folder: str | os.PathLike | None = None) -> str:
+    """``name`` if it is a plain relative file name (sub-folders allowed), else ``CheckpointError``.
 
-    Backslashes count as separators, so Windows-style names are checked the same way.
+    Names come from workflows, which anyone can write: no ``..`` part, no absolute path, no
+    drive letter; backslashes count as separators, so Windows-style names are checked the same way.
     """
-    parts = Path(name.replace("\\", "/")).parts if name else ()
-    if not name or os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts:
-        raise CheckpointError(f"refused model name {name!r}: use a file name inside {folder}")
-    root = Path(folder).resolve()
-    target = (root / name).resolve()
-    if root != target and root not in target.parents:
-        raise CheckpointError(f"refused model name {name!r}: it leads outside {root} (symlink?)")
-    return target
+    where = f" inside {folder}" if folder is not None else " inside the model folder"
+    if not isinstance(name, str) or not name.strip():
+        raise CheckpointError(f"refused model name {name!r}: use a file name{where}")
+    parts = Path(name.replace("\\", "/")).parts
+    if (os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name)
+            or ".." in parts or "\x00" in name):
+        raise CheckpointError(f"refused model name {name!r}: use a file name{where}, without '..' or an "
+                              "absolute path")
+    return name
+
+
+def regular_file(path: str | os.PathLike) -> Path:
+    """``path`` if it is (or links to) a regular file; ``CheckpointError`` otherwise.
+
+    Symlinks are followed, as ComfyUI's own loaders follow links that users put in their
+    model folders; a link (or path) to a device, a FIFO, a socket or a folder is refused
+    before anything opens it (reading /dev/zero would never end).
+    """
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"weight file not found: {path}" + (" (a broken symlink)" if path.is_symlink() else "")) \
+            from None
+    except OSError as e:
+        raise CheckpointError(f"weight file {path} cannot be read: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or
+                stat.S_ISBLK(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket"
+                if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        link = f" (a symlink to {os.path.realpath(path)})" if path.is_symlink() else ""
+        raise CheckpointError(f"refused {path}{link}: it is {kind}, not a weight file")
+    return path
+
+
+def resolve_in_folder(folder: str | os.PathLike, name: str) -> Path:
+    """``folder/name`` for a workflow's model name: the name must stay inside ``folder``
+    (``check_model_name``); a symlink placed in the folder is followed to a regular file
+    (``regular_file``), wherever that file is."""
+    check_model_name(name, folder)
+    return regular_file(Path(folder) / name).resolve()

@@ -18,7 +18,9 @@ Exit codes (stable; scripts may rely on them):
 0    success
 1    unexpected internal error (a bug: the traceback is printed)
 2    usage or validation error (bad option, bad value, unreadable input image,
-     image size the model cannot take, empty prompt, CUDA asked for but absent)
+     image size the model cannot take, empty prompt or respacing, an output that is
+     the input or the other output, an existing output without --overwrite, CUDA
+     asked for but absent)
 3    model or file error (model file missing or unusable, a model that must be
      fetched by hand, output not writable, conversion refused)
 4    download or network error (no URL reachable, verification failed, another
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid-max", type=_int_at_least(2), default=16,
                    help="at most this many steps in the --save-steps grid (evenly spaced, last included). "
                         "Default: %(default)s")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace OUTPUT (and the --save-steps grid) if it exists; without it an existing file "
+                        "is an error (exit 2). The input image is never replaced")
     g.add_argument("--quiet", action="store_true", help="no progress bar or notes (errors are still printed)")
     g.add_argument("--json", action="store_true", help="print a JSON summary on stdout instead of the path")
 
@@ -469,6 +474,58 @@ def _check_output_path(path: Path, what: str) -> None:
         raise CliError(EXIT_USAGE, f"{what} {str(path)!r} is a directory")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: resolved paths (``..``, symlinks), or one inode (hard links,
+    case-insensitive file systems) when both exist."""
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Exit 3 unless ``path`` can be written: probed with a temporary file in the nearest existing
+    folder (permissions, read-only or pseudo file systems such as /proc), and an existing file
+    opened for writing without truncating it."""
+    import tempfile
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CliError(EXIT_MODEL, f"cannot write the {what} {path}: {folder} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".zecon-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+        if path.exists():
+            with open(path, "r+b"):
+                pass
+    except OSError as e:
+        raise CliError(EXIT_MODEL, f"cannot write the {what} {path}: {e.strerror or e}") from None
+
+
+def _check_output_targets(source: Path, output: Path, grid: Path | None, *, overwrite: bool) -> None:
+    """Before any work: no output may be the input or another output (exit 2), an existing output
+    is replaced only with ``--overwrite`` (exit 2), and every output must be writable (exit 3)."""
+    targets = [("output", "-o/--output", output)] + ([("--save-steps grid", "--save-steps", grid)] if grid else [])
+    for what, option, path in targets:
+        if _same_file(path, source):
+            raise CliError(EXIT_USAGE, f"{option} {str(path)!r} is the input image {str(source)!r}; it would be "
+                                       "replaced. Choose another file name")
+    if grid is not None and _same_file(grid, output):
+        raise CliError(EXIT_USAGE, f"--save-steps {str(grid)!r} is the output {str(output)!r}; the grid would "
+                                   "replace the result. Choose another file name")
+    for what, option, path in targets:
+        if path.exists() and not overwrite:
+            raise CliError(EXIT_USAGE, f"{option} {str(path)!r} already exists; pass --overwrite to replace it "
+                                       "or choose another file name")
+    for what, _, path in targets:
+        _check_writable(path, what)
+
+
 def _load_input(path: str):
     from PIL import UnidentifiedImageError
 
@@ -622,6 +679,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     grid_path = Path(args.save_steps).expanduser() if args.save_steps else None
     if grid_path is not None:
         _check_output_path(grid_path, "--save-steps")
+    _check_output_targets(Path(args.input).expanduser(), output, grid_path, overwrite=args.overwrite)
     device = _pick_device(args.device)
     image = _load_input(args.input)
     try:

@@ -39,7 +39,9 @@ class ConvertError(RuntimeError):
 
 
 def _first_line(msg: str, limit: int = 400) -> str:
-    lines = [ln.strip() for ln in str(msg).splitlines() if ln.strip()]
+    from .checkpoints import plain_text
+
+    lines = [ln.strip() for ln in plain_text(msg).splitlines() if ln.strip()]
     # torch's weights-only error is long; the useful part names the refused global.
     for ln in lines:
         if "Unsupported global" in ln or "Unsupported operand" in ln:

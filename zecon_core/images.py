@@ -17,28 +17,59 @@ SIZE_POLICIES = ("resize", "fit_short_side", "as_is")
 SIZE_MULTIPLE = 32
 
 
+#: Pillow modes of 16-bit (and 32-bit integer) greyscale images, scaled by 1/65535:
+#: PNG and TIFF store 16-bit grey as 0..65535, which ``convert("RGB")`` would clip at 255.
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def load_image(path: str | os.PathLike) -> torch.Tensor:
-    """An image file as [1, 3, H, W] in [-1, 1] (RGB; alpha and palettes converted)."""
+    """An image file as [1, 3, H, W] in [-1, 1] (RGB; alpha dropped, palettes, 1-bit, CMYK and
+    16-bit images converted to the working range)."""
     with Image.open(path) as im:
         return pil_to_tensor(im)
 
 
 def pil_to_tensor(im: Image.Image) -> torch.Tensor:
-    arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].mul(2).sub(1).contiguous()
+    """A Pillow image of any common mode -> [1, 3, H, W] float32 in [-1, 1].
+
+    8-bit modes go through ``convert("RGB")`` (alpha is dropped; a palette with transparency
+    through RGBA). 16-bit greyscale (``I;16*``, and ``I`` as Pillow opens 16-bit PNGs and TIFFs)
+    is scaled from 0..65535, not clipped. 16-bit RGB PNGs are opened by Pillow as 8-bit RGB
+    (the high byte), which is already the right range. Float images (``F``) are refused: their
+    range is not defined.
+    """
+    if im.width == 0 or im.height == 0:
+        raise ValueError(f"the image is empty ({im.width}x{im.height})")
+    if im.mode in _WIDE_GREY_MODES:
+        grey = np.asarray(im).astype(np.float32)
+        arr = np.repeat((np.clip(grey, 0, 65535) / 65535.0)[..., None], 3, axis=-1)
+    elif im.mode == "F":
+        raise ValueError("32-bit float images are not supported (their value range is not defined); "
+                         "save the image as 8- or 16-bit PNG")
+    else:
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].mul(2).sub(1).contiguous()
 
 
 def from_bhwc(images: torch.Tensor) -> torch.Tensor:
     """Channels-last [B, H, W, C] images in [0, 1] (ComfyUI's IMAGE) -> [B, 3, H, W] in [-1, 1].
 
-    1 channel is grey, 2 channels grey + alpha, 4 channels RGBA; alpha is dropped.
+    1 channel is grey, 2 channels grey + alpha, 4 channels RGBA; alpha is dropped. Any other
+    shape is refused with what was received: a 3-D tensor could be one unbatched [H, W, C]
+    image or a batch of [B, H, W] masks, and is not guessed at.
     """
-    if images.ndim == 3:
-        images = images[..., None]
+    shape = tuple(images.shape)
     if images.ndim != 4:
-        raise ValueError(f"expected images [B, H, W, C], got shape {tuple(images.shape)}")
+        hint = (" (an unbatched image or a mask? connect an IMAGE batch, e.g. through a node that "
+                "outputs IMAGE; a MASK must go through 'Convert Mask to Image')" if images.ndim == 3 else "")
+        raise ValueError(f"image: expected an IMAGE batch of shape [B, H, W, C], got shape {shape}{hint}")
     if images.shape[0] == 0:
-        raise ValueError("the image batch is empty")
+        raise ValueError(f"image: the image batch is empty (shape {shape}, expected [B, H, W, C] with B >= 1)")
+    if images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"image: the images have no pixels (shape {shape}, [B, H, W, C] with H = {shape[1]}, "
+                         f"W = {shape[2]})")
     c = images.shape[-1]
     if c in (1, 2):
         images = images[..., :1].expand(*images.shape[:-1], 3)
@@ -102,6 +133,8 @@ def prepare_source(x: torch.Tensor, policy: str = "resize", size: int = 256) -> 
         raise ValueError(f"expected a non-empty image batch [B, 3, H, W], got shape {tuple(x.shape)}")
     if x.shape[1] != 3:
         raise ValueError(f"expected 3 colour channels, got {x.shape[1]}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"the images have no pixels ({x.shape[3]}x{x.shape[2]})")
     if not torch.isfinite(x).all():
         raise ValueError("the image contains NaN or infinite values")
     if x.min() < -1 or x.max() > 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .adm_loader import build_unet
+from .adm_loader import build_unet, check_head_settings
 from .checkpoints import load_state_dict
 from .unet import ADMConfig, UNetModel
 
@@ -120,6 +120,7 @@ def load_diffusion_model(path: str | os.PathLike, *, num_head_channels: int = 64
     ``num_head_channels`` (64 for the ImageNet and FFHQ models; -1 means ``num_heads`` heads).
     ``gradient_checkpointing`` and ``compile``: see ``DiffusionModel``.
     """
+    check_head_settings(num_head_channels, num_heads)  # before the (large) file is read
     path = Path(path)
     sd = load_state_dict(path)
     unet = build_unet(sd, config, num_head_channels=num_head_channels, num_heads=num_heads)

@@ -75,6 +75,11 @@ class Schedule:
     @classmethod
     def create(cls, respacing: str = "50", base_steps: int = 1000,
                beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        if not str(respacing).strip():
+            # guided-diffusion reads "" as "every base step"; as a user's setting it is almost
+            # certainly a cleared field, so it is refused instead of silently meaning 1000 steps
+            raise ValueError(f"respacing is empty: give a step count like '50', sections like '10,20' or "
+                             f"'ddim25' (write '{base_steps}' for every step)")
         scale = 1000 / base_steps
         base_betas = np.linspace(scale * beta_start, scale * beta_end, base_steps, dtype=np.float64)
         keep = space_timesteps(base_steps, respacing)

@@ -124,7 +124,7 @@ class ZeconGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode, decoder, start_percent, end_percent, zecon_layers) -> bool | str:
+    def validate_inputs(cls, mode, decoder, start_percent, end_percent, zecon_layers) -> bool:
         errors = [V.combo("mode", mode, GUIDANCE_MODES), V.combo("decoder", decoder, B.DECODERS)]
         if zecon_layers is not None and zecon_layers.strip() != AUTO_LAYERS:
             errors.append(V.layers(zecon_layers))

@@ -93,7 +93,7 @@ class ZeconLatentInversion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, scheduler) -> bool | str:
+    def validate_inputs(cls, scheduler) -> bool:
         return V.result(V.combo("scheduler", scheduler, comfy.samplers.SCHEDULER_NAMES))
 
     @classmethod
