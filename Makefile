@@ -31,17 +31,18 @@ demo:
 	source "$(ENV_FILE)" && "$$ZECON_VENV/bin/python" scripts/demo.py $(TINY_FLAG) $(DEMO_ARGS)
 
 # The parity tests run on the golden set in tests/golden (the default); when the full set
-# ../shared/golden is beside the checkout (and no ZECON_GOLDEN_DIR is set), they run on it too.
+# ../shared/golden is beside the checkout (and no ZECON_GOLDEN_DIR is set), they run on it too,
+# first, so that the full suite's summary line is the last one printed.
 FULL_GOLDEN ?= ../shared/golden
 
 test:
 	bash scripts/setup_env.sh
-	source "$(ENV_FILE)" && ZECON_REQUIRE_COMFY=1 "$$ZECON_VENV/bin/python" -m pytest $(PYTEST_ARGS)
 	@if [ -z "$$ZECON_GOLDEN_DIR" ] && [ -f "$(FULL_GOLDEN)/manifest.json" ]; then \
 		echo "[test] parity tests on $(FULL_GOLDEN) as well"; \
 		source "$(ENV_FILE)" && ZECON_GOLDEN_DIR="$(FULL_GOLDEN)" "$$ZECON_VENV/bin/python" -m pytest -q \
 			tests/test_parity.py tests/test_golden_loader.py; \
-	else echo "[test] $(FULL_GOLDEN) not found (or ZECON_GOLDEN_DIR set): parity ran on one set"; fi
+	else echo "[test] $(FULL_GOLDEN) not found (or ZECON_GOLDEN_DIR set): parity runs on tests/golden only"; fi
+	source "$(ENV_FILE)" && ZECON_REQUIRE_COMFY=1 "$$ZECON_VENV/bin/python" -m pytest $(PYTEST_ARGS)
 
 sample-image:
 	source "$(ENV_FILE)" && "$$ZECON_VENV/bin/python" scripts/make_sample_image.py
