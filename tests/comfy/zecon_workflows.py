@@ -306,6 +306,9 @@ LAYOUT_JS = """
 def build(fe, name: str) -> None:
     """Create the nodes and links with the frontend's own LiteGraph, then lay them out in columns."""
     spec = WORKFLOWS[name]
+    # previews are kept per node id: without this a node inherits the image of the previous graph's node
+    # with its id (the thumbnail would show it)
+    fe.evaluate("() => { app.nodeOutputs = {}; }")
     fe.build_graph(spec["nodes"], spec["links"])
     fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
     fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
