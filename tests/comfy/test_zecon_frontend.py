@@ -92,3 +92,31 @@ def test_templates_open_from_the_template_endpoint(server, frontend):
             [zt.PACK_NAME, name])
         report = frontend.load_workflow(wf)
         assert report.ok, (name, report)
+
+
+LATENT_WORKFLOWS = ("zecon_sd15_latent", "zecon_sdxl_latent")
+
+
+@pytest.mark.parametrize("name", LATENT_WORKFLOWS)
+def test_latent_workflow_ships_the_clip_losses_bypassed_and_they_turn_on(server, frontend, name):
+    """The latent workflows' ZeCon CLIP Loader + Style Prompt are bypassed (mode 4): the frontend's prompt
+    leaves them out (the guider's optional clip/style stay unconnected). Turned on (as Ctrl+B does), the
+    prompt wires them into the guider, and it runs on the tiny models with the CLIP losses."""
+    report = frontend.load_workflow(zt.WORKFLOWS_DIR / f"{name}.json")
+    assert report.ok, report
+    modes = frontend.evaluate("() => Object.fromEntries(app.graph.nodes.map(n => [n.type, n.mode]))")
+    assert modes["ZeconClipLoader"] == 4 and modes["ZeconStylePrompt"] == 4
+    assert all(m == 0 for t, m in modes.items() if t not in ("ZeconClipLoader", "ZeconStylePrompt")), modes
+    assert modes["CheckpointLoaderSimple"] == 0 and modes["ZeconGuider"] == 0
+    frontend.evaluate("() => { for (const n of app.graph.nodes) if (n.mode === 4) n.mode = 0; }")
+    api = frontend.api_prompt()
+    [guider] = zt.nodes_of(api, "ZeconGuider")
+    [clip] = zt.nodes_of(api, "ZeconClipLoader")
+    [style] = zt.nodes_of(api, "ZeconStylePrompt")
+    assert api[guider]["inputs"]["clip"] == [clip, 0] and api[guider]["inputs"]["style"] == [style, 0]
+    prompt = zt.tiny(api)
+    assert prompt[clip]["inputs"]["local_file"] == zt.TINY_CLIP
+    [save] = zt.nodes_of(prompt, "SaveImage")
+    prompt[save]["inputs"]["filename_prefix"] = f"zecon_test/{name}_clip_on"
+    entry = server.client.run(prompt, timeout=300)
+    assert server.client.output_paths(entry, save)

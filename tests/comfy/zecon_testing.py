@@ -11,6 +11,8 @@ import copy
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -24,6 +26,14 @@ SAMPLE_NAME = "sample.png"
 MASKED_SAMPLE_NAME = "sample_masked.png"     # the scene with a transparent region: Load Image's MASK
 STYLE_SAMPLE_NAME = "style_sample.png"       # a style reference image
 ARTIFACTS = Path(os.environ.get("ZECON_ARTIFACTS") or REPO / "test-artifacts")
+
+TINY_SD_PACK = REPO / "tests" / "comfy" / "tiny_sd_pack"   # ZeconTestTinySD / ZeconTestTinyCLIP
+TINY_SD_PACK_NAME = "zecon_tiny_sd"
+#: tiny_sd.write_model_folders' folders the shared server gets. No "checkpoints": the latent workflows name
+#: checkpoints the user replaces, and an empty CheckpointLoaderSimple list keeps that name valid in the frontend.
+TINY_SD_FOLDERS = ("diffusion_models", "vae", "vae_approx")
+TINY_SD15_UNET = "tiny_sd15_unet.safetensors"     # = tiny_sd.SD15_UNET_FILE (UNETLoader, detected as SD15)
+TINY_SD_VAE = "tiny_taesd_vae.safetensors"        # = tiny_sd.VAE_FILE (VAELoader)
 
 TINY_UNET = "tiny_adm.safetensors"
 TINY_CLIP = "tiny_clip.safetensors"
@@ -44,6 +54,8 @@ SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
 
 # Small settings for CPU runs of the shipped workflows (the UNet needs sides >= 64).
 TINY_RUN = {"respacing": "6", "skip": 3, "size": 64, "n_patch": 2, "zecon_patches": 16}
+# ... and of the latent (SD) workflows: 64x64 pictures (8x8 latents), 2 inversion/sampling steps.
+TINY_LATENT_RUN = {"size": 64, "latent_steps": 2}
 
 
 def write_models(folder: Path) -> Path:
@@ -56,21 +68,45 @@ def write_models(folder: Path) -> Path:
     return Path(folder)
 
 
+def write_tiny_sd_folders(root: Path) -> dict:
+    """tiny_sd.write_model_folders(root) in a child process (it needs ComfyUI's modules, which this
+    process does not import): {folder name: dir} for TINY_SD_FOLDERS."""
+    here = Path(__file__).resolve().parent
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import tiny_sd; tiny_sd.setup_comfy(); "
+            "tiny_sd.write_model_folders(sys.argv[2])")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    python = os.environ.get("ZECON_COMFYUI_PYTHON") or str(
+        Path(os.environ.get("ZECON_VENV") or Path.home() / ".cache" / "zecon" / "venv") / "bin" / "python")
+    subprocess.run([python if Path(python).is_file() else sys.executable, "-c", code, str(here), str(root)],
+                   check=True, env=env, cwd=str(here))
+    return {name: Path(root) / name for name in TINY_SD_FOLDERS}
+
+
 _ENV: dict = {}
 
 
 def zecon_env(tmp_path_factory) -> dict:
-    """Session-wide: {"models": dir}; the same dir for every module, so they share one server."""
+    """Session-wide: {"models": dir, "tiny_sd": {folder: dir}}; the same dirs for every module, so they
+    share one server."""
     if "models" not in _ENV:
         _ENV["models"] = write_models(tmp_path_factory.mktemp("zecon_models"))
+    if "tiny_sd" not in _ENV:
+        _ENV["tiny_sd"] = write_tiny_sd_folders(tmp_path_factory.mktemp("tiny_sd_models"))
     return _ENV
+
+
+def server_config(tmp_path_factory, without: tuple[str, ...] = ()) -> dict:
+    """comfy_server_factory's arguments for the pack + the tiny-SD test pack, the tiny ZeCon models and the
+    tiny SD files (``without``: model folders left out, e.g. "vae_approx")."""
+    env = zecon_env(tmp_path_factory)
+    folders = {"zecon": env["models"], **{k: v for k, v in env["tiny_sd"].items() if k not in without}}
+    return {"packs": {PACK_NAME: PACK_DIR, TINY_SD_PACK_NAME: TINY_SD_PACK}, "model_folders": folders,
+            "env": SERVER_ENV}
 
 
 def start_server(comfy_server_factory, tmp_path_factory):
     """The (shared) ComfyUI server with the pack and the tiny models; sample.png in its input folder."""
-    env = zecon_env(tmp_path_factory)
-    server = comfy_server_factory(packs={PACK_NAME: PACK_DIR}, model_folders={"zecon": env["models"]},
-                                  env=SERVER_ENV)
+    server = comfy_server_factory(**server_config(tmp_path_factory))
     ensure_sample(server)
     return server
 
@@ -92,9 +128,12 @@ def api_names() -> list[str]:
 
 
 def tiny(prompt: dict, **overrides) -> dict:
-    """A shipped API prompt made runnable offline on the CPU: the tiny model files and TINY_RUN settings."""
+    """A shipped API prompt made runnable offline on the CPU: the tiny model files and TINY_RUN settings
+    (the latent workflows: see tiny_latent)."""
     p = copy.deepcopy(prompt)
-    settings = {**TINY_RUN, **overrides}
+    settings = {**TINY_RUN, **TINY_LATENT_RUN, **overrides}
+    if any(node["class_type"] == "CheckpointLoaderSimple" for node in p.values()):
+        p = tiny_latent(p, size=settings["size"], steps=settings["latent_steps"])
     for node in p.values():
         ct, inputs = node["class_type"], node["inputs"]
         if ct == "ZeconDiffusionLoader":
@@ -113,3 +152,47 @@ def tiny(prompt: dict, **overrides) -> dict:
 
 def nodes_of(prompt: dict, class_type: str) -> list[str]:
     return sorted((k for k, v in prompt.items() if v["class_type"] == class_type), key=int)
+
+
+def tiny_latent(prompt: dict, arch: str | None = None, size: int = TINY_LATENT_RUN["size"],
+                steps: int = TINY_LATENT_RUN["latent_steps"]) -> dict:
+    """A latent (SD) API prompt on the tiny SD models, small pictures and few steps.
+
+    Each CheckpointLoaderSimple becomes, for arch "sd15" (the default for SD 1.5 names), the stock loaders on
+    the tiny files: UNETLoader (tiny_sd15_unet, detected as SD15) for MODEL, VAELoader (tiny TAESD-format VAE)
+    for VAE and ZeconTestTinyCLIP(sd15_file) for CLIP; for "sdxl" (the default for names with "xl")
+    ZeconTestTinySD(sdxl), whose outputs are the loader's (MODEL, CLIP, VAE). ImageScaleToTotalPixels becomes
+    ImageScale to ``size`` x ``size``; ZeconLatentInversion runs ``steps`` steps.
+    """
+    p = copy.deepcopy(prompt)
+    for nid, node in list(p.items()):
+        ct, inputs = node["class_type"], node["inputs"]
+        if ct == "CheckpointLoaderSimple":
+            kind = arch or ("sdxl" if "xl" in inputs["ckpt_name"].lower() else "sd15")
+            if kind == "sdxl":
+                p[nid] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "sdxl", "seed": 0}}
+            elif kind == "sd15":
+                p[nid] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_SD15_UNET,
+                                                                 "weight_dtype": "default"}}
+                clip_id, vae_id = f"{nid}001", f"{nid}002"
+                p[clip_id] = {"class_type": "ZeconTestTinyCLIP", "inputs": {"arch": "sd15_file", "seed": 0}}
+                p[vae_id] = {"class_type": "VAELoader", "inputs": {"vae_name": TINY_SD_VAE}}
+                _relink(p, (nid, 1), (clip_id, 0))
+                _relink(p, (nid, 2), (vae_id, 0))
+            else:
+                raise ValueError(f"tiny_latent: arch {kind!r} is not sd15 or sdxl")
+        elif ct == "ImageScaleToTotalPixels":
+            node["class_type"] = "ImageScale"
+            node["inputs"] = {"image": inputs["image"], "upscale_method": "lanczos", "width": size,
+                              "height": size, "crop": "center"}
+        elif ct == "ZeconLatentInversion":
+            inputs["steps"] = steps
+    return p
+
+
+def _relink(prompt: dict, old: tuple[str, int], new: tuple[str, int]) -> None:
+    """Every input linked to output ``old`` of a node now links to ``new``."""
+    for node in prompt.values():
+        for k, v in node["inputs"].items():
+            if isinstance(v, list) and len(v) == 2 and (str(v[0]), v[1]) == old:
+                node["inputs"][k] = [new[0], new[1]]

@@ -42,6 +42,95 @@ NOTE_COMMON = (
     "VGG19's three layers are extracted once). Replace `sample.png` in **Load Image** with your picture.\n\n"
 )
 
+SD15_CKPT = "v1-5-pruned-emaonly.safetensors"
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+LATENT_STYLE_PROMPT = "a watercolor painting"
+
+
+def latent_note(family: str, ckpt: str, size: str) -> str:
+    return (
+        f"**ZeCon on your own {family} model.** Pick your checkpoint in **Load Checkpoint** (`{ckpt}` is a "
+        f"placeholder: any {family} checkpoint in `models/checkpoints`, LoRAs in between are fine) and your "
+        f"picture in **Load Image**; it is scaled to about {size}.\n\n"
+        "**Recipe**: VAE Encode -> **ZeCon Latent Inversion** (empty prompt, cfg 1) gives the noisy latent and "
+        "the sigmas that lead back to the picture -> **SamplerCustomAdvanced** samples them with the **ZeCon "
+        "Guider**: your prompt (with CFG) carries the style, the ZeCon and MSE losses on the UNet's own features "
+        "keep the picture's content.\n\n"
+        "**Knobs**\n"
+        "* Inversion `denoise`: how much is repainted (0.5 = half the schedule; more = stronger restyle, less "
+        "of the source). `steps` are the sampling steps too.\n"
+        "* Guider `cfg`: prompt strength (about 4-7). `strength`: multiplies every ZeCon loss (0 = plain CFG, "
+        "more = closer to the source's layout).\n"
+        "* `mode`: shortcut (fast, gradient on the denoised prediction) or full (through the UNet like the "
+        "paper, ~2x time and much more memory; `gradient_checkpointing` saves memory).\n"
+        "* `decoder`: taesd (tiny, fast) or vae (the connected VAE, best quality, slower) for the losses "
+        "that look at the image.\n"
+        "* `mask`: connect a MASK (e.g. Load Image's) to restyle only there; `feather` softens the seam.\n\n"
+        "**Keep** **DisableNoise**: the inverted latent already holds the noise; added noise would forget "
+        "the picture. Keep the inversion's sigmas on the sampler.\n\n"
+        "**CLIP losses (optional)**: *ZeCon CLIP Loader* and *ZeCon Style Prompt* are bypassed (purple); "
+        "select both and press Ctrl+B to add the original's CLIP style losses (open_clip fetches CLIP ViT-B-16 "
+        "on first use).\n\n"
+        "**First run**: the TAESD decoder (`taesd_decoder.pth` / `taesdxl_decoder.pth`) is downloaded into "
+        "`models/vae_approx` if it is not there (previews use it too)."
+    )
+
+
+def latent_workflow(family: str, title: str, description: str, ckpt: str, megapixels: float, size: str,
+                    prefix: str) -> dict:
+    return {
+        "title": title,
+        "description": description,
+        "models": [ckpt + " (your own checkpoint)", "TAESD decoder (madebyollin/taesd)",
+                   "optional: CLIP ViT-B-16 (openai)"],
+        "nodes": [
+            {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
+            {"id": 2, "type": "CheckpointLoaderSimple", "pos": [40, 420], "widgets": {"ckpt_name": ckpt}},
+            {"id": 3, "type": "ImageScaleToTotalPixels", "pos": [440, 40],
+             "widgets": {"upscale_method": "lanczos", "megapixels": megapixels}},
+            {"id": 4, "type": "VAEEncode", "pos": [440, 200]},
+            {"id": 5, "type": "CLIPTextEncode", "pos": [440, 300], "title": "Inversion prompt (empty)",
+             "widgets": {"text": ""}},
+            {"id": 6, "type": "CLIPTextEncode", "pos": [440, 500], "title": "Positive prompt (the style)",
+             "widgets": {"text": LATENT_STYLE_PROMPT}},
+            {"id": 7, "type": "CLIPTextEncode", "pos": [440, 700], "title": "Negative prompt",
+             "widgets": {"text": ""}},
+            {"id": 8, "type": "ZeconLatentInversion", "pos": [840, 40],
+             "widgets": {"cfg": 1.0, "steps": 25, "denoise": 0.5, "scheduler": "normal"}},
+            {"id": 9, "type": "ZeconClipLoader", "pos": [840, 300],
+             "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+            {"id": 10, "type": "ZeconStylePrompt", "pos": [840, 450],
+             "widgets": {"target_prompt": LATENT_STYLE_PROMPT, "source_prompt": "Photo"}},
+            {"id": 11, "type": "ZeconGuider", "pos": [1240, 40],
+             "widgets": {"cfg": 5.0, "mode": "shortcut", "decoder": "taesd", "start_percent": 0.0,
+                         "end_percent": 1.0, "strength": 1.0, "seed": 0, "control_after_generate": "fixed",
+                         "zecon_layers": "auto"}},
+            {"id": 12, "type": "DisableNoise", "pos": [1240, 600]},
+            {"id": 13, "type": "KSamplerSelect", "pos": [1240, 700], "widgets": {"sampler_name": "euler"}},
+            {"id": 14, "type": "SamplerCustomAdvanced", "pos": [1640, 40]},
+            {"id": 15, "type": "VAEDecode", "pos": [1640, 400]},
+            {"id": 16, "type": "SaveImage", "pos": [2040, 40], "widgets": {"filename_prefix": prefix}},
+            {"id": 17, "type": "MarkdownNote", "pos": [2040, 420], "title": "About this workflow",
+             "widgets": {"text": latent_note(family, ckpt, size)}},
+        ],
+        "links": [
+            (1, 0, 3, "image"), (3, 0, 4, "pixels"), (2, 2, 4, "vae"),
+            (2, 1, 5, "clip"), (2, 1, 6, "clip"), (2, 1, 7, "clip"),
+            (2, 0, 8, "model"), (4, 0, 8, "latent"), (5, 0, 8, "conditioning"),
+            (9, 0, 10, "clip"),
+            (2, 0, 11, "model"), (6, 0, 11, "positive"), (7, 0, 11, "negative"), (4, 0, 11, "source"),
+            (2, 2, 11, "vae"), (9, 0, 11, "clip"), (10, 0, 11, "style"),
+            (12, 0, 14, "noise"), (11, 0, 14, "guider"), (13, 0, 14, "sampler"), (8, 1, 14, "sigmas"),
+            (8, 0, 14, "latent_image"),
+            (14, 0, 15, "samples"), (2, 2, 15, "vae"), (15, 0, 16, "images"),
+        ],
+        "bypass": [9, 10],
+        "columns": [[1, 2], [3, 4, 5, 6, 7], [8, 9, 10], [11, 12, 13], [14, 15], [16, 17]],
+        "sizes": {1: [380, 380], 2: [380, 110], 5: [380, 160], 6: [380, 160], 7: [380, 160], 8: [380, 220],
+                  10: [380, 200], 11: [400, 560], 14: [320, 120], 16: [360, 320], 17: [440, 640]},
+    }
+
+
 WORKFLOWS = {
     "zecon_style_transfer_imagenet": {
         "title": "ZeCon text style transfer (ImageNet model, all-in-one)",
@@ -173,6 +262,18 @@ WORKFLOWS = {
         "sizes": {1: [380, 380], 2: [380, 110], 3: [380, 110], 4: [380, 380], 6: [380, 200], 8: [400, 700],
                   9: [360, 320], 10: [360, 280]},
     },
+    "zecon_sd15_latent": latent_workflow(
+        "Stable Diffusion 1.5", "ZeCon restyle with your own SD 1.5 checkpoint (latent, SamplerCustomAdvanced)",
+        "Restyles a photo with your Stable Diffusion 1.5 checkpoint: ZeCon Latent Inversion, then the stock "
+        "SamplerCustomAdvanced with the ZeCon Guider (your prompt carries the style, the ZeCon losses on the UNet's "
+        "features keep the content); 512x512, 25 steps at denoise 0.5.",
+        SD15_CKPT, 0.25, "512x512 (0.25 megapixels)", "zecon/sd15_latent"),
+    "zecon_sdxl_latent": latent_workflow(
+        "SDXL", "ZeCon restyle with your own SDXL checkpoint (latent, SamplerCustomAdvanced)",
+        "Restyles a photo with your SDXL checkpoint: ZeCon Latent Inversion, then the stock SamplerCustomAdvanced "
+        "with the ZeCon Guider (your prompt carries the style, the ZeCon losses on the UNet's features keep the "
+        "content); 1024x1024, 25 steps at denoise 0.5.",
+        SDXL_CKPT, 1.0, "1024x1024 (1 megapixel)", "zecon/sdxl_latent"),
 }
 
 INDEX_TEXT = "# ZeCon for ComfyUI workflows\n\n" + "\n".join(
@@ -205,9 +306,15 @@ LAYOUT_JS = """
 def build(fe, name: str) -> None:
     """Create the nodes and links with the frontend's own LiteGraph, then lay them out in columns."""
     spec = WORKFLOWS[name]
+    # previews are kept per node id: without this a node inherits the image of the previous graph's node
+    # with its id (the thumbnail would show it)
+    fe.evaluate("() => { app.nodeOutputs = {}; }")
     fe.build_graph(spec["nodes"], spec["links"])
     fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
     fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
+    if spec.get("bypass"):  # LiteGraph mode 4 = bypass (Ctrl+B): shipped off, one keystroke to turn on
+        fe.evaluate("(ids) => { for (const id of ids) app.graph.getNodeById(id).mode = 4; "
+                    "app.graph.setDirtyCanvas(true, true); }", spec["bypass"])
     set_id(fe, name)
 
 

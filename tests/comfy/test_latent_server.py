@@ -1,0 +1,393 @@
+"""The latent (Stable Diffusion) backbone inside a REAL ComfyUI 0.3.75 server (CPU, loopback, no downloads).
+
+The shipped workflows zecon_sd15_latent / zecon_sdxl_latent (API twins in tests/workflows_api, exported
+from the real frontend by zecon_workflows.py) run through POST /prompt on the tiny SD models of
+tests/comfy/tiny_sd.py (zecon_testing.tiny_latent: SD 1.5 from the stock UNETLoader / VAELoader files +
+ZeconTestTinyCLIP, SDXL from ZeconTestTinySD), 64x64 pictures (8x8 latents), 2 steps, the tiny TAESD
+decoders in models/vae_approx and the pack's tiny CLIP for the optional CLIP losses. Then the guider with
+several stock samplers, both modes, a mask, and bad inputs: each a clear error naming the input, after
+which the server runs the next prompt.
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zecon_testing as zt
+from harness import PromptFailed, PromptRejected
+
+pytestmark = pytest.mark.comfy
+
+SD15, SDXL = "zecon_sd15_latent", "zecon_sdxl_latent"
+SIZE = zt.TINY_LATENT_RUN["size"]
+_SEEDS = itertools.count(1000)   # a fresh guider seed per "good" run: the guider and the sampler really run
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server_factory, tmp_path_factory):
+    return zt.start_server(comfy_server_factory, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client
+
+
+def _node(prompt, class_type, index=0):
+    return zt.nodes_of(prompt, class_type)[index]
+
+
+def _prompt(name=SD15, prefix=None, **guider) -> dict:
+    """The shipped workflow on the tiny models; ``guider``: changes to the ZeCon Guider's inputs.
+
+    decoder "vae" needs a KL autoencoder (the tiny SD 1.5 VAE file is TAESD-format, which the guider
+    refuses with a clear message, see test_decoder_vae_with_a_taesd_vae_is_a_clear_error): there every VAE
+    input takes the tiny KL VAE of ZeconTestTinySD(sd15_file)."""
+    p = zt.tiny(zt.load_api(name))
+    p[_node(p, "ZeconGuider")]["inputs"].update(guider)
+    if name == SD15 and guider.get("decoder") == "vae":
+        [vae] = zt.nodes_of(p, "VAELoader")
+        p["820"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "sd15_file", "seed": 0}}
+        zt._relink(p, (vae, 0), ("820", 2))
+    if prefix:
+        p[_node(p, "SaveImage")]["inputs"]["filename_prefix"] = prefix
+    return p
+
+
+def _image(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _saved(client, entry, prompt) -> np.ndarray:
+    paths = client.output_paths(entry, _node(prompt, "SaveImage"))
+    assert len(paths) == 1, entry.get("outputs")
+    img = _image(paths[0])
+    assert img.shape == (SIZE, SIZE, 3)
+    assert np.isfinite(img).all()
+    return img
+
+
+def _execution_error(client, prompt) -> dict:
+    with pytest.raises(PromptFailed) as ei:
+        client.run(prompt, timeout=300)
+    err = ei.value.message("execution_error")
+    assert err is not None, ei.value.messages
+    return err
+
+
+def _next_prompt_runs(client, name=SD15) -> None:
+    """Nothing was lost: the server answers and a good prompt (new seed: nothing cached) runs to an image."""
+    assert client.get_json("/system_stats")["system"]
+    prompt = _prompt(name, seed=next(_SEEDS), prefix="zecon_test/latent_after_error")
+    _saved(client, client.run(prompt, timeout=300), prompt)
+
+
+# ------------------------------------------------------------------ the shipped workflows
+def test_shipped_latent_workflows_are_the_recipe():
+    """The API twins wire the recipe: inversion's latent and sigmas into SamplerCustomAdvanced with
+    DisableNoise and the ZeCon Guider; the guider's source and the inversion's latent are the VAE Encode;
+    the CLIP losses ship bypassed (the SD prompt carries the style)."""
+    for name, ckpt in ((SD15, "v1-5-pruned-emaonly.safetensors"), (SDXL, "sd_xl_base_1.0.safetensors")):
+        p = zt.load_api(name)
+        [loader] = zt.nodes_of(p, "CheckpointLoaderSimple")
+        assert p[loader]["inputs"]["ckpt_name"] == ckpt
+        inv, guider, sampler = _node(p, "ZeconLatentInversion"), _node(p, "ZeconGuider"), _node(p, "SamplerCustomAdvanced")
+        encode = _node(p, "VAEEncode")
+        s = p[sampler]["inputs"]
+        assert p[s["noise"][0]]["class_type"] == "DisableNoise"
+        assert s["guider"] == [guider, 0] and s["sigmas"] == [inv, 1] and s["latent_image"] == [inv, 0]
+        assert p[s["sampler"][0]]["inputs"]["sampler_name"] == "euler"
+        i = p[inv]["inputs"]
+        assert (i["cfg"], i["steps"], i["denoise"]) == (1, 25, 0.5) and i["latent"] == [encode, 0]
+        g = p[guider]["inputs"]
+        assert g["source"] == [encode, 0] and g["vae"] == [loader, 2] and g["model"] == [loader, 0]
+        assert g["cfg"] == 5 and g["mode"] == "shortcut" and g["decoder"] == "taesd"
+        assert p[g["positive"][0]]["inputs"]["text"] == "a watercolor painting"
+        assert p[g["negative"][0]]["inputs"]["text"] == ""
+        assert "clip" not in g and "style" not in g      # bypassed in the UI workflow
+        assert not zt.nodes_of(p, "ZeconClipLoader") and not zt.nodes_of(p, "ZeconStylePrompt")
+
+
+@pytest.mark.parametrize("name", [SD15, SDXL])
+def test_shipped_latent_workflow_runs_to_a_saved_image(client, name):
+    prompt = _prompt(name, prefix=f"zecon_test/{name}")
+    img = _saved(client, client.run(prompt, timeout=300), prompt)
+    assert img.std() > 0.01
+
+
+def _with_clip_losses(prompt: dict) -> dict:
+    """What un-bypassing the workflow's ZeCon CLIP Loader + Style Prompt does, on the pack's tiny CLIP."""
+    guider = _node(prompt, "ZeconGuider")
+    prompt["801"] = {"class_type": "ZeconClipLoader",
+                     "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP}}
+    prompt["802"] = {"class_type": "ZeconStylePrompt",
+                     "inputs": {"clip": ["801", 0], "target_prompt": "a watercolor painting",
+                                "source_prompt": "Photo"}}
+    prompt[guider]["inputs"].update(clip=["801", 0], style=["802", 0])
+    return prompt
+
+
+def test_clip_losses_change_the_result(client):
+    """The optional CLIP losses (tiny CLIP, TAESD decoder) run and steer: another image than without them."""
+    seed = next(_SEEDS)
+    plain = _prompt(SD15, seed=seed, prefix="zecon_test/latent_noclip")
+    base = _saved(client, client.run(plain, timeout=300), plain)
+    styled = _with_clip_losses(_prompt(SD15, seed=seed, prefix="zecon_test/latent_clip"))
+    img = _saved(client, client.run(styled, timeout=300), styled)
+    assert np.abs(img - base).mean() > 1e-3
+
+
+def test_strength_zero_is_plain_cfg_and_guidance_changes_the_image(client):
+    """strength 0 = CFGGuider: the same pixels as the stock CFGGuider in the guider's place."""
+    seed = next(_SEEDS)
+    zero = _prompt(SD15, seed=seed, strength=0.0, prefix="zecon_test/latent_strength0")
+    img0 = _saved(client, client.run(zero, timeout=300), zero)
+    stock = _prompt(SD15, prefix="zecon_test/latent_cfgguider")
+    g = stock[_node(stock, "ZeconGuider")]["inputs"]
+    stock["803"] = {"class_type": "CFGGuider", "inputs": {k: g[k] for k in ("model", "positive", "negative", "cfg")}}
+    stock[_node(stock, "SamplerCustomAdvanced")]["inputs"]["guider"] = ["803", 0]
+    assert np.array_equal(img0, _saved(client, client.run(stock, timeout=300), stock))
+    guided = _prompt(SD15, seed=seed, strength=1.0, prefix="zecon_test/latent_strength1")
+    assert np.abs(_saved(client, client.run(guided, timeout=300), guided) - img0).mean() > 1e-3
+
+
+# ------------------------------------------------------------------ samplers and modes
+SAMPLER_CASES = [
+    (SD15, "euler", "shortcut", "taesd"),
+    (SD15, "dpmpp_2m", "full", "taesd"),
+    (SD15, "ddpm", "shortcut", "vae"),
+    (SD15, "heun", "full", "vae"),
+    (SDXL, "euler", "full", "taesd"),
+    (SDXL, "dpmpp_2m", "shortcut", "taesd"),
+    (SDXL, "ddpm", "full", "vae"),
+]
+
+
+@pytest.mark.parametrize("name, sampler, mode, decoder", SAMPLER_CASES,
+                         ids=["-".join(c) for c in SAMPLER_CASES])
+def test_guider_with_stock_samplers_and_modes(client, name, sampler, mode, decoder):
+    prompt = _prompt(name, seed=next(_SEEDS), mode=mode, decoder=decoder,
+                     prefix=f"zecon_test/latent_{sampler}_{mode}")
+    prompt[_node(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = sampler
+    img = _saved(client, client.run(prompt, timeout=300), prompt)
+    assert img.std() > 0.01
+
+
+def test_full_mode_with_gradient_checkpointing_runs(client):
+    prompt = _prompt(SD15, seed=next(_SEEDS), mode="full", gradient_checkpointing=True,
+                     prefix="zecon_test/latent_full_ckpt")
+    _saved(client, client.run(prompt, timeout=300), prompt)
+
+
+# ------------------------------------------------------------------ mask
+def _masked(prompt: dict, image=zt.MASKED_SAMPLE_NAME) -> dict:
+    """Load Image's MASK (sample_masked.png: 1 where transparent) into the guider."""
+    prompt["804"] = {"class_type": "LoadImage", "inputs": {"image": image}}
+    prompt[_node(prompt, "ZeconGuider")]["inputs"].update(mask=["804", 1], feather=0)
+    return prompt
+
+
+def _saved_latent(client, entry, node_id):
+    """The tensor a SaveLatent node wrote (its history entry's ui 'latents')."""
+    from safetensors.torch import load_file
+    [item] = entry["outputs"][node_id]["latents"]
+    return load_file(str(client.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
+
+
+@pytest.mark.parametrize("name", [SD15, SDXL])
+def test_mask_from_load_image_keeps_the_source_outside(client, server, name):
+    """Outside the mask the guider's prediction is the source latent: the sampled latent there is the
+    VAE-encoded source (compared in latent space: a VAE decoder's attention spreads any change inside the
+    mask over every pixel); inside it is restyled."""
+    import torch
+    from zecon_core.mask import prepare_mask
+
+    prompt = _masked(_prompt(name, seed=next(_SEEDS), prefix=f"zecon_test/latent_masked_{name}"))
+    encode, sampler = _node(prompt, "VAEEncode"), _node(prompt, "SamplerCustomAdvanced")
+    prompt["805"] = {"class_type": "SaveLatent", "inputs": {"samples": [encode, 0],
+                                                            "filename_prefix": f"zecon_test/source_{name}"}}
+    prompt["806"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
+                                                            "filename_prefix": f"zecon_test/sampled_{name}"}}
+    entry = client.run(prompt, timeout=300)
+    _saved(client, entry, prompt)
+    source, sampled = _saved_latent(client, entry, "805"), _saved_latent(client, entry, "806")
+    assert source.shape == sampled.shape == (1, 4, SIZE // 8, SIZE // 8)
+
+    with Image.open(server.input_dir / zt.MASKED_SAMPLE_NAME) as im:
+        alpha = np.asarray(im.getchannel("A"), dtype=np.float32) / 255.0
+    # the latent-size mask as the guider makes it from Load Image's MASK (1 - alpha), feather 0
+    mask = prepare_mask(1.0 - torch.from_numpy(alpha), 1, SIZE // 8, SIZE // 8, 0.0)[0, 0]
+    outside, inside = mask == 0, mask > 0.5
+    assert outside.sum() >= 8 and inside.sum() >= 8, (outside.sum(), inside.sum())
+    diff = (sampled - source).abs()[0].amax(0)
+    assert diff[outside].max() < 1e-4, diff[outside].max()
+    assert diff[inside].mean() > 1e-2, diff[inside].mean()
+
+
+# ------------------------------------------------------------------ bad inputs: execution errors
+def _flow(prompt: dict) -> str:
+    prompt["810"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "flow", "seed": 0}}
+    return "810"
+
+
+def test_flow_model_into_the_guider_is_a_clear_error(client):
+    prompt = _prompt(SD15, seed=next(_SEEDS))
+    guider = _node(prompt, "ZeconGuider")
+    prompt[guider]["inputs"]["model"] = [_flow(prompt), 0]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == guider, err
+    msg = err["exception_message"]
+    assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
+    _next_prompt_runs(client)
+
+
+def test_flow_model_into_the_inversion_is_a_clear_error(client):
+    prompt = _prompt(SD15, seed=next(_SEEDS))
+    inv = _node(prompt, "ZeconLatentInversion")
+    prompt[inv]["inputs"]["model"] = [_flow(prompt), 0]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == inv, err
+    msg = err["exception_message"]
+    assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
+    _next_prompt_runs(client)
+
+
+def test_vae_of_another_latent_format_is_a_clear_error(client):
+    """The tiny flow VAE (16-channel latents) into the SD 1.5 guider's vae input."""
+    prompt = _prompt(SD15, seed=next(_SEEDS))
+    guider = _node(prompt, "ZeconGuider")
+    prompt[guider]["inputs"]["vae"] = [_flow(prompt), 2]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == guider, err
+    msg = err["exception_message"]
+    assert msg.startswith("vae:") and "16-channel" in msg and "4-channel" in msg, msg
+    _next_prompt_runs(client)
+
+
+def test_mask_batch_mismatch_is_a_clear_error(client):
+    """Two masks (a batch of 2) for a source latent of batch 1."""
+    prompt = _prompt(SD15, seed=next(_SEEDS))
+    guider = _node(prompt, "ZeconGuider")
+    prompt["811"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2,
+                                                            "color": 0xFFFFFF}}
+    prompt["812"] = {"class_type": "ImageToMask", "inputs": {"image": ["811", 0], "channel": "red"}}
+    prompt[guider]["inputs"]["mask"] = ["812", 0]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == guider, err
+    msg = err["exception_message"]
+    assert msg.startswith("mask:") and "2" in msg and "1" in msg, msg
+    _next_prompt_runs(client)
+
+
+def test_empty_mask_is_a_clear_error(client):
+    """sample.png has no alpha: Load Image's MASK is all 0."""
+    prompt = _masked(_prompt(SD15, seed=next(_SEEDS)), image=zt.SAMPLE_NAME)
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == _node(prompt, "ZeconGuider"), err
+    assert err["exception_message"].startswith("mask:") and "empty" in err["exception_message"], err
+    _next_prompt_runs(client)
+
+
+def test_decoder_vae_with_a_taesd_vae_is_a_clear_error(client):
+    """VAELoader's TAESD-format VAE (the tiny SD 1.5 file) cannot be the guider's 'vae' decoder."""
+    prompt = _prompt(SD15, seed=next(_SEEDS))
+    prompt[_node(prompt, "ZeconGuider")]["inputs"]["decoder"] = "vae"
+    err = _execution_error(client, prompt)
+    msg = err["exception_message"]
+    assert msg.startswith("decoder:") and "TAESD" in msg and "taesd" in msg, msg
+    _next_prompt_runs(client)
+
+
+def test_decoder_vae_without_a_vae_is_a_clear_error(client):
+    prompt = _prompt(SD15, seed=next(_SEEDS), decoder="vae")
+    guider = _node(prompt, "ZeconGuider")
+    del prompt[guider]["inputs"]["vae"]
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == guider and err["exception_message"].startswith("vae:"), err
+    _next_prompt_runs(client)
+
+
+def test_zecon_layer_outside_the_unet_is_a_clear_error(client):
+    prompt = _prompt(SD15, seed=next(_SEEDS), zecon_layers="0,40")
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == _node(prompt, "ZeconGuider")
+    msg = err["exception_message"]
+    assert msg.startswith("zecon_layers:") and "40" in msg, msg
+
+
+def test_sdxl_source_for_a_picture_of_another_size_is_a_clear_error(client):
+    """The guider's source encoded at another size than the sampled latent."""
+    prompt = _prompt(SDXL, seed=next(_SEEDS))
+    guider = _node(prompt, "ZeconGuider")
+    vae = prompt[guider]["inputs"]["vae"]
+    prompt["813"] = {"class_type": "EmptyImage", "inputs": {"width": 2 * SIZE, "height": 2 * SIZE,
+                                                            "batch_size": 1, "color": 0x808080}}
+    prompt["814"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["813", 0], "vae": vae}}
+    prompt[guider]["inputs"]["source"] = ["814", 0]
+    err = _execution_error(client, prompt)
+    assert err["exception_message"].startswith("source:"), err
+    _next_prompt_runs(client, SDXL)
+
+
+# ------------------------------------------------------------------ bad inputs: HTTP 400
+INVALID = [
+    # (class_type, changes, input named, error type)
+    ("ZeconGuider", {"mode": "fast"}, "mode", "custom_validation_failed"),
+    ("ZeconGuider", {"decoder": "sdxl_vae"}, "decoder", "custom_validation_failed"),
+    ("ZeconGuider", {"start_percent": 0.8, "end_percent": 0.2}, "end_percent", "custom_validation_failed"),
+    ("ZeconGuider", {"zecon_layers": "0,two"}, "zecon_layers", "custom_validation_failed"),
+    ("ZeconGuider", {"cfg": -1.0}, "cfg", "value_smaller_than_min"),
+    ("ZeconGuider", {"strength": "lots"}, "strength", "invalid_input_type"),
+    ("ZeconLatentInversion", {"scheduler": "cosine"}, "scheduler", "custom_validation_failed"),
+    ("ZeconLatentInversion", {"denoise": 0.0}, "denoise", "value_smaller_than_min"),
+    ("ZeconLatentInversion", {"steps": 0}, "steps", "value_smaller_than_min"),
+]
+
+
+@pytest.mark.parametrize("class_type, changes, input_name, err_type", INVALID,
+                         ids=[f"{c}-{'-'.join(ch)}" for c, ch, _, _ in INVALID])
+def test_invalid_input_is_http_400_naming_the_input(client, class_type, changes, input_name, err_type):
+    prompt = _prompt(SD15)
+    node = _node(prompt, class_type)
+    prompt[node]["inputs"].update(changes)
+    with pytest.raises(PromptRejected) as ei:
+        client.queue_prompt(prompt)
+    rej = ei.value
+    assert rej.status == 400 and rej.error["type"] == "prompt_outputs_failed_validation"
+    errors = rej.node_errors[node]["errors"]
+    mine = [e for e in errors if e["extra_info"].get("input_name") == input_name]
+    assert mine and mine[0]["type"] == err_type, errors
+    if err_type == "custom_validation_failed":
+        assert f"{input_name}:" in mine[0]["details"], mine[0]
+
+
+# ------------------------------------------------------------------ no TAESD file, no network
+@pytest.fixture(scope="module")
+def server_without_taesd(comfy_server_factory, tmp_path_factory):
+    """The same packs and models but no vae_approx folder of ours: ComfyUI's own models/vae_approx is empty,
+    and downloads go to a closed loopback port (zecon_testing.SERVER_ENV)."""
+    server = comfy_server_factory(**zt.server_config(tmp_path_factory, without=("vae_approx",)))
+    zt.ensure_sample(server)
+    return server
+
+
+def test_taesd_decoder_missing_offline_is_a_clear_error(server_without_taesd):
+    client = server_without_taesd.client
+    vae_approx = server_without_taesd.base_dir / "models" / "vae_approx"
+    before = sorted(p.name for p in vae_approx.glob("*")) if vae_approx.is_dir() else []
+    assert not [n for n in before if n.startswith("taesd")]
+    prompt = _prompt(SD15, seed=next(_SEEDS), decoder="taesd")
+    err = _execution_error(client, prompt)
+    assert err["node_id"] == _node(prompt, "ZeconGuider"), err
+    msg = err["exception_message"]
+    assert msg.startswith("decoder:") and "taesd_decoder" in msg and "could not be downloaded" in msg, msg
+    assert str(vae_approx) in msg and "by hand" in msg, msg
+    after = sorted(p.name for p in vae_approx.glob("*")) if vae_approx.is_dir() else []
+    assert after == before            # no partial download left behind
+    # the VAE decoder needs no TAESD file: the same server runs that prompt
+    ok = _prompt(SD15, seed=next(_SEEDS), decoder="vae", prefix="zecon_test/latent_vae_decoder")
+    _saved(client, client.run(ok, timeout=300), ok)
