@@ -190,12 +190,18 @@ def taesd_decoder(path: str, latent_channels: int, device) -> Decoder:
     return Decoder(module, lambda z: z, torch.float32)
 
 
-def vae_decoder(vae, base_model, device) -> Decoder:
-    """A copy of the VAE's decoder; fp16 VAEs run in bfloat16 (the SDXL VAE overflows to NaN in fp16)."""
+def check_kl_vae(vae) -> None:
+    """Raise ``ValueError`` unless the VAE is a KL autoencoder, whose decoder ``vae_decoder`` copies."""
     stage = vae.first_stage_model
     if not (hasattr(stage, "decoder") and hasattr(stage, "post_quant_conv")):
         raise ValueError(f"decoder: 'vae' needs a KL autoencoder VAE; this one is {type(stage).__name__}. "
                          f"Use decoder 'taesd'.")
+
+
+def vae_decoder(vae, base_model, device) -> Decoder:
+    """A copy of the VAE's decoder; fp16 VAEs run in bfloat16 (the SDXL VAE overflows to NaN in fp16)."""
+    check_kl_vae(vae)
+    stage = vae.first_stage_model
     dtype = torch.bfloat16 if vae.vae_dtype == torch.float16 else vae.vae_dtype
     if device.type == "cpu":
         dtype = torch.float32

@@ -139,8 +139,10 @@ class ZeconGuider(io.ComfyNode):
         B.check_model(model)
         if vae is not None:
             B.check_vae(vae, model)
-        if decoder == "vae" and vae is None:
-            raise ValueError("vae: decoder 'vae' needs the model's VAE connected (or use decoder 'taesd')")
+        if decoder == "vae":
+            if vae is None:
+                raise ValueError("vae: decoder 'vae' needs the model's VAE connected (or use decoder 'taesd')")
+            B.check_kl_vae(vae)
         if style is not None and clip is None:
             raise ValueError("clip: a style is connected but no CLIP model to score it")
         config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)

@@ -486,3 +486,10 @@ def test_the_run_state_is_built_once_per_run(pack, sd15, taesd, clip_style, monk
     for runs in (1, 2):
         sample(guider, sd15.source, sd15.sigmas, "dpmpp_2m")
         assert len(built) == runs
+
+
+def test_every_node_schema_is_valid(pack):
+    """What ComfyUI checks when it registers the pack (unique ids, types): a bad schema fails the whole pack."""
+    from zecon_pack.nodes import NODES
+    for node in NODES:
+        node.GET_SCHEMA()

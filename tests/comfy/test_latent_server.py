@@ -295,8 +295,10 @@ def test_empty_mask_is_a_clear_error(client):
 def test_decoder_vae_with_a_taesd_vae_is_a_clear_error(client):
     """VAELoader's TAESD-format VAE (the tiny SD 1.5 file) cannot be the guider's 'vae' decoder."""
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    prompt[_node(prompt, "ZeconGuider")]["inputs"]["decoder"] = "vae"
+    guider = _node(prompt, "ZeconGuider")
+    prompt[guider]["inputs"]["decoder"] = "vae"
     err = _execution_error(client, prompt)
+    assert err["node_id"] == guider, err    # refused when the guider is made, before any sampling
     msg = err["exception_message"]
     assert msg.startswith("decoder:") and "TAESD" in msg and "taesd" in msg, msg
     _next_prompt_runs(client)
@@ -334,15 +336,16 @@ def test_sdxl_source_for_a_picture_of_another_size_is_a_clear_error(client):
 
 
 # ------------------------------------------------------------------ bad inputs: HTTP 400
+NODE_LEVEL = "exception_during_inner_validation"   # the pack's validate_inputs raise (nodes/validation.py)
 INVALID = [
     # (class_type, changes, input named, error type)
-    ("ZeconGuider", {"mode": "fast"}, "mode", "custom_validation_failed"),
-    ("ZeconGuider", {"decoder": "sdxl_vae"}, "decoder", "custom_validation_failed"),
-    ("ZeconGuider", {"start_percent": 0.8, "end_percent": 0.2}, "end_percent", "custom_validation_failed"),
-    ("ZeconGuider", {"zecon_layers": "0,two"}, "zecon_layers", "custom_validation_failed"),
+    ("ZeconGuider", {"mode": "fast"}, "mode", NODE_LEVEL),
+    ("ZeconGuider", {"decoder": "sdxl_vae"}, "decoder", NODE_LEVEL),
+    ("ZeconGuider", {"start_percent": 0.8, "end_percent": 0.2}, "end_percent", NODE_LEVEL),
+    ("ZeconGuider", {"zecon_layers": "0,two"}, "zecon_layers", NODE_LEVEL),
     ("ZeconGuider", {"cfg": -1.0}, "cfg", "value_smaller_than_min"),
     ("ZeconGuider", {"strength": "lots"}, "strength", "invalid_input_type"),
-    ("ZeconLatentInversion", {"scheduler": "cosine"}, "scheduler", "custom_validation_failed"),
+    ("ZeconLatentInversion", {"scheduler": "cosine"}, "scheduler", NODE_LEVEL),
     ("ZeconLatentInversion", {"denoise": 0.0}, "denoise", "value_smaller_than_min"),
     ("ZeconLatentInversion", {"steps": 0}, "steps", "value_smaller_than_min"),
 ]
@@ -359,10 +362,12 @@ def test_invalid_input_is_http_400_naming_the_input(client, class_type, changes,
     rej = ei.value
     assert rej.status == 400 and rej.error["type"] == "prompt_outputs_failed_validation"
     errors = rej.node_errors[node]["errors"]
-    mine = [e for e in errors if e["extra_info"].get("input_name") == input_name]
-    assert mine and mine[0]["type"] == err_type, errors
-    if err_type == "custom_validation_failed":
-        assert f"{input_name}:" in mine[0]["details"], mine[0]
+    if err_type == NODE_LEVEL:   # validate_inputs raises: one error on the node, its text starts with the input
+        assert len(errors) == 1 and errors[0]["type"] == NODE_LEVEL, errors
+        assert errors[0]["details"].startswith(f"{input_name}:"), errors[0]
+    else:
+        mine = [e for e in errors if e["extra_info"].get("input_name") == input_name]
+        assert mine and mine[0]["type"] == err_type, errors
 
 
 # ------------------------------------------------------------------ no TAESD file, no network
