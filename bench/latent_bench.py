@@ -338,7 +338,8 @@ class _LabelledClip:
 
 
 def count_step_flops(args, mode: str) -> dict:
-    """FLOPs of one guided step of ``mode`` on the meta device (the run's setup is not counted)."""
+    """FLOPs of one steady-state guided step of ``mode`` on the meta device: the run's setup (decoded source,
+    its CLIP embedding) and the first step's one-off source features are not counted."""
     from zecon_pack.nodes.latent import backbone as B
     from zecon_pack.nodes.latent.guider import start_run
     from zecon_pack.zecon_core.style import StylePrompt
@@ -384,8 +385,10 @@ def count_step_flops(args, mode: str) -> dict:
 
         denoise = counter.label("unet", denoise)
         recompute = mode == "full" and args.checkpointing
-        with counter, (B.checkpointed_blocks(base.diffusion_model) if recompute else contextlib.nullcontext()):
-            guidance(denoise, x, sigma, FIRST_STEP, mode)
+        with B.checkpointed_blocks(base.diffusion_model) if recompute else contextlib.nullcontext():
+            guidance(denoise, x, sigma, FIRST_STEP, mode)        # the run's first step (caches the source features)
+            with counter:
+                guidance(denoise, x, sigma, FIRST_STEP + 1, mode)   # a steady-state step: counted
     res = {"flops": counter.total, "flops_by_component": dict(counter.by_component),
            "flops_by_op": dict(sorted(counter.by_op.items(), key=lambda kv: -kv[1])),
            "unet_parameters": parameter_count(base.diffusion_model)}
