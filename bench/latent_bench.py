@@ -271,7 +271,8 @@ def parameter_count(module) -> int:
 @contextlib.contextmanager
 def meta_scalars():
     """Data-dependent Python scalars of meta tensors (``bool``, ``float``, ``item``) answer True / 0.0, so
-    that the guidance's finiteness checks and loss logging run on the meta device."""
+    that the guidance's finiteness checks and loss logging run on the meta device; ComfyUI's free-memory
+    query (the VAE's sliced attention) answers 1 TB for the meta device."""
     T = torch.Tensor
     saved = {k: getattr(T, k) for k in ("__bool__", "__float__", "item")}
 
@@ -285,11 +286,21 @@ def meta_scalars():
     patch("__bool__", True)
     patch("__float__", 0.0)
     patch("item", 0.0)
+    import comfy.model_management as mm
+    free = mm.get_free_memory
+
+    def get_free_memory(dev=None, torch_free_too=False):   # the VAE's sliced attention asks; meta has no memory
+        if dev is not None and torch.device(dev).type == "meta":
+            return (1 << 40, 1 << 40) if torch_free_too else 1 << 40
+        return free(dev, torch_free_too)
+
+    mm.get_free_memory = get_free_memory
     try:
         yield
     finally:
         for k, v in saved.items():
             setattr(T, k, v)
+        mm.get_free_memory = free
 
 
 def component_counter():
@@ -344,7 +355,7 @@ def count_step_flops(args, mode: str) -> dict:
     from zecon_pack.nodes.latent.guider import start_run
     from zecon_pack.zecon_core.style import StylePrompt
     meta = torch.device("meta")
-    dtype = DTYPES[args.dtype] if args.device.startswith("cuda") else torch.float32
+    dtype = DTYPES[args.dtype]   # the GPU's UNet dtype (FLOPs do not depend on it; saved bytes do)
     base = build_base(args.arch, args.width, args.tiny, dtype, meta)
     clip = build_clip(args.tiny, "cpu")
     clip.model.to(meta)
@@ -387,11 +398,20 @@ def count_step_flops(args, mode: str) -> dict:
         recompute = mode == "full" and args.checkpointing
         with B.checkpointed_blocks(base.diffusion_model) if recompute else contextlib.nullcontext():
             guidance(denoise, x, sigma, FIRST_STEP, mode)        # the run's first step (caches the source features)
-            with counter:
+            saved = {k: 0 for k in COMPONENTS}
+
+            def pack(t):   # bytes autograd keeps for the backward, by the component whose forward made them
+                if not isinstance(t, torch.nn.Parameter):
+                    saved[counter.stack[-1] if counter.stack else "other"] += t.numel() * t.element_size()
+                return t
+
+            with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 guidance(denoise, x, sigma, FIRST_STEP + 1, mode)   # a steady-state step: counted
     res = {"flops": counter.total, "flops_by_component": dict(counter.by_component),
            "flops_by_op": dict(sorted(counter.by_op.items(), key=lambda kv: -kv[1])),
-           "unet_parameters": parameter_count(base.diffusion_model)}
+           "unet_parameters": parameter_count(base.diffusion_model), "meta_dtype": args.dtype,
+           "saved_for_backward_gb": {k: v / 1e9 for k, v in saved.items() if v},
+           "unet_weights_gb": sum(p.numel() * p.element_size() for p in base.diffusion_model.parameters()) / 1e9}
     return res
 
 
@@ -543,6 +563,9 @@ def table(res: dict) -> str:
     if "flops" in res:
         rows.append(f"  FLOPs per guided step: {res['flops'] / 1e12:.3f} TFLOP  ("
                     + ", ".join(f"{k} {v / 1e12:.3f}" for k, v in res["flops_by_component"].items() if v) + ")")
+        rows.append(f"  saved for backward ({res['meta_dtype']} UNet, sum over the step, GB): "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in res["saved_for_backward_gb"].items())
+                    + f"; UNet weights {res['unet_weights_gb']:.2f} GB")
     for k in ("flops_error", "time_error"):
         if k in res:
             rows.append(f"  {k}: {res[k]}")
@@ -561,7 +584,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=(*MODES, "both"), default="both")
     p.add_argument("--checkpointing", action="store_true", help="full mode: gradient checkpointing of the UNet")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16", help="UNet weights on CUDA (CPU: fp32)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp16",
+                   help="UNet weights on CUDA (the CPU runs fp32) and of the meta count's UNet")
     p.add_argument("--width", type=int, default=None, help="UNet model_channels (default: the real 320)")
     p.add_argument("--tiny", action="store_true", help="test config: a 2-level 64-wide UNet, the pack's tiny CLIP")
     p.add_argument("--n-patch", type=int, default=32, help="views per CLIP loss (README: 32)")
