@@ -12,12 +12,16 @@ PY=${PY:-${ZECON_VENV:+$ZECON_VENV/bin/python}}
 PY=${PY:-.venv/bin/python}
 SRC=${ZECON_COMFYUI_DIR:-$HOME/.cache/zecon/comfyui-0.3.75}
 GPU_PYTHON=${GPU_PYTHON:-3.12}
+EXCLUDE=$(git rev-parse --git-path info/exclude)   # also in a worktree, where .git is a file
+mkdir -p "$(dirname "$EXCLUDE")"
 for d in .whl .comfyui; do
-  grep -qxF "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
+  grep -qxF "/$d/" "$EXCLUDE" 2>/dev/null || echo "/$d/" >> "$EXCLUDE"
 done
+rm -rf .comfyui
 mkdir -p .whl .comfyui
-rsync -a --delete --exclude '.git' --exclude 'tests' --exclude 'tests-unit' --exclude 'models' --exclude 'output' \
-  --exclude 'input' --exclude '__pycache__' --exclude 'custom_nodes' --exclude 'comfy_api_nodes' "$SRC/" .comfyui/
+tar -C "$SRC" --exclude='./.git' --exclude='./tests' --exclude='./tests-unit' --exclude='./models' \
+  --exclude='./output' --exclude='./input' --exclude='__pycache__' --exclude='./custom_nodes' \
+  --exclude='./comfy_api_nodes' -cf - . | tar -C .comfyui -xf -
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth \
   einops torchsde trampoline
 BIN="psutil pyyaml"
