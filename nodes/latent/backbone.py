@@ -185,6 +185,8 @@ def taesd_decoder(path: str, latent_channels: int, device) -> Decoder:
     """ComfyUI's TAESD (``comfy/taesd``) with the decoder weights at ``path``; it takes model-space latents."""
     from comfy.taesd.taesd import TAESD
 
+    if not path:
+        raise ValueError("decoder: no TAESD decoder weights (ComfyUI would leave them uninitialised)")
     with torch.inference_mode(False):
         module = _TaesdDecode(TAESD(None, path, latent_channels=latent_channels)).to(device).requires_grad_(False)
     return Decoder(module, lambda z: z, torch.float32)
