@@ -20,6 +20,8 @@ demo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(demo)
 
 API_FILES = sorted(API_DIR.glob("*.json"))
+LATENT_FILES = [p for p in API_FILES if '"ZeconGuider"' in p.read_text()]   # the user's own checkpoint
+PIXEL_FILES = [p for p in API_FILES if p not in LATENT_FILES]
 
 
 def _env(**extra):
@@ -34,7 +36,7 @@ def test_default_workflow_is_shipped():
     assert demo.DEFAULT_IMAGE == ROOT / "assets" / "sample.png" and demo.DEFAULT_IMAGE.is_file()
 
 
-@pytest.mark.parametrize("path", API_FILES, ids=[p.stem for p in API_FILES])
+@pytest.mark.parametrize("path", PIXEL_FILES, ids=[p.stem for p in PIXEL_FILES])
 def test_patch_workflow_tiny(path):
     original = json.loads(path.read_text())
     p = demo.patch_workflow(original, image_name="in.png", tiny=True, prompt_text="a mosaic", seed=7)
@@ -52,6 +54,16 @@ def test_patch_workflow_tiny(path):
     prompts = [n["inputs"]["target_prompt"] for n in p.values()
                if n["class_type"] in ("ZeconStyleTransfer", "ZeconStylePrompt")]
     assert prompts[0] == "a mosaic"
+
+
+def test_the_latent_twins_are_told_apart():
+    assert {p.stem for p in LATENT_FILES} == {"zecon_sd15_latent", "zecon_sdxl_latent"}
+
+
+@pytest.mark.parametrize("path", LATENT_FILES, ids=[p.stem for p in LATENT_FILES])
+def test_latent_workflows_are_refused_with_what_to_do(path):
+    with pytest.raises(demo.DemoError, match="latent-mode workflow: it runs your own Stable Diffusion checkpoint"):
+        demo.patch_workflow(json.loads(path.read_text()), image_name="in.png", tiny=True)
 
 
 def test_patch_workflow_real_uses_present_files_and_hand_placed_clip():
