@@ -25,7 +25,10 @@ SCRIPT = REPO / "bench" / "latent_bench.py"
 
 def run_bench(tmp_path, *args):
     if not harness.comfyui_available():
-        pytest.skip(f"ComfyUI not found at {harness.default_comfyui_dir()}")
+        reason = f"ComfyUI not found at {harness.default_comfyui_dir()}; run scripts/setup_env.sh"
+        if os.environ.get("ZECON_REQUIRE_COMFY") or os.environ.get("CI"):
+            pytest.fail(reason + " (required: CI / ZECON_REQUIRE_COMFY is set)")
+        pytest.skip(reason)
     out = tmp_path / "latent.jsonl"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ZECON_COMFYUI_DIR": str(harness.default_comfyui_dir())}
     proc = subprocess.run(
