@@ -104,16 +104,19 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
             if guidance is None:
                 guidance = model_options[RUN_KEY] = self._start_run(x)
             sigma = timestep.clone()   # a normal tensor: the sampler made it under inference mode
-            guided_options = dict(model_options)
-            guided_options["transformer_options"] = B.with_differentiable_attention(
-                model_options.get("transformer_options", {}))
+            full = self.plan.mode == "full"
+            guided_options = model_options
+            if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention)
+                guided_options = dict(model_options)
+                guided_options["transformer_options"] = B.with_differentiable_attention(
+                    model_options.get("transformer_options", {}))
 
             def denoise(xx):
                 return comfy.samplers.sampling_function(
                     self.inner_model, xx, sigma, self.conds.get("negative"), self.conds.get("positive"),
                     self.cfg, model_options=guided_options, seed=seed)
 
-            recompute = self.plan.mode == "full" and self.plan.checkpointing
+            recompute = full and self.plan.checkpointing
             with B.checkpointed_blocks(self.inner_model.diffusion_model) if recompute else contextlib.nullcontext():
                 out, _ = guidance(denoise, x, sigma, step, self.plan.mode)
         return out

@@ -256,8 +256,11 @@ def test_inversion_node_takes_a_sigma_schedule_and_refuses_a_bad_one(pack, sd15)
         run_node(ZeconLatentInversion, **inputs, sigmas=sd15.sigmas[:-1])
 
 
-def test_an_attention_kernel_without_backward_is_bypassed(pack, sd15, taesd, clip_style, monkeypatch):
-    """SageAttention (--use-sage-attention) has no backward: the guided passes run PyTorch's attention instead."""
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+def test_an_attention_kernel_without_backward_is_bypassed(pack, sd15, taesd, clip_style, monkeypatch, mode):
+    """SageAttention (--use-sage-attention) has no backward: every pass that is differentiated (the encoder
+    copy; in full mode the UNet too) runs PyTorch's attention instead; the shortcut's UNet pass keeps the
+    user's kernel."""
     import comfy.ldm.modules.attention as attention
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
 
@@ -266,7 +269,8 @@ def test_an_attention_kernel_without_backward_is_bypassed(pack, sd15, taesd, cli
         with torch.no_grad():
             return attention.attention_pytorch(q, k, v, heads, **kwargs)
 
-    inputs = guider_inputs(sd15, mode="full", clip=clip_style[0], style=clip_style[1], guidance=all_losses())
+    inputs = guider_inputs(sd15, mode=mode, clip=clip_style[0], style=clip_style[1], guidance=all_losses())
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)   # the same forward
     (guider,) = run_node(ZeconGuider, **inputs)
     ref = sample(guider, sd15.source, sd15.sigmas)
     monkeypatch.setattr(attention, "optimized_attention", forward_only_attention)
