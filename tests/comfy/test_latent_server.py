@@ -26,16 +26,6 @@ SIZE = zt.TINY_LATENT_RUN["size"]
 _SEEDS = itertools.count(1000)   # a fresh guider seed per "good" run: the guider and the sampler really run
 
 
-@pytest.fixture(scope="module")
-def server(comfy_server_factory, tmp_path_factory):
-    return zt.start_server(comfy_server_factory, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client
-
-
 def _node(prompt, class_type, index=0):
     return zt.nodes_of(prompt, class_type)[index]
 

@@ -22,11 +22,6 @@ UI_WORKFLOWS = sorted(p.stem for p in zt.WORKFLOWS_DIR.glob("*.json"))
 
 
 @pytest.fixture(scope="module")
-def server(comfy_server_factory, tmp_path_factory):
-    return zt.start_server(comfy_server_factory, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def frontend(comfy_frontend_factory, server):
     return comfy_frontend_factory(server)
 

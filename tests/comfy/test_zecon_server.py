@@ -22,16 +22,6 @@ pytestmark = pytest.mark.comfy
 KNOWN_UNET_LABELS = ("256x256_diffusion_uncond.pt (download on first use)", "ffhq_10m.pt (download on first use)")
 
 
-@pytest.fixture(scope="module")
-def server(comfy_server_factory, tmp_path_factory):
-    return zt.start_server(comfy_server_factory, tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return server.client
-
-
 def _image(path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
