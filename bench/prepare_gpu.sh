@@ -10,8 +10,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+EXCLUDE=$(git rev-parse --git-path info/exclude)   # also in a worktree, where .git is a file
+mkdir -p "$(dirname "$EXCLUDE")"
 for d in .whl .golden; do
-  grep -qxF "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
+  grep -qxF "/$d/" "$EXCLUDE" 2>/dev/null || echo "/$d/" >> "$EXCLUDE"
 done
 mkdir -p .whl
 "$PY" -m pip download --quiet --no-deps --only-binary=:all: -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth
