@@ -22,10 +22,7 @@ LOG="$OUT/gpu_check.log"
 source bench/gpu_parts.sh   # (the working directory is the repository root here)
 
 # ---- environment
-{
-  echo "date: $(date -u)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-} >> "$LOG" 2>&1
+log_environment
 if ! $PY -c "import open_clip, ftfy" >/dev/null 2>&1; then
   if ls .whl/*.whl >/dev/null 2>&1; then
     $PY -m pip install --quiet --no-index --no-deps --target "$WORK/site" .whl/*.whl >> "$LOG" 2>&1

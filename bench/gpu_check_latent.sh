@@ -20,10 +20,7 @@ LOG="$OUT/latent_gpu.log"
 J="$OUT/latent_gpu.jsonl"
 : > "$LOG"
 source bench/gpu_parts.sh   # (the working directory is the repository root here)
-{
-  echo "date: $(date -u)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
-  $PY -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-} >> "$LOG" 2>&1
+log_environment
 if ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install --quiet --no-index --no-deps --target "$WORK/site" .whl/*.whl >> "$LOG" 2>&1
   export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"

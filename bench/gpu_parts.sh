@@ -1,5 +1,5 @@
 # Shared by bench/gpu_check*.sh (sourced): a time budget for the whole script and timed parts.
-# Needs LOG (the log file) and BUDGET (seconds) set by the caller.
+# Needs LOG (the log file), BUDGET (seconds) and PY (the python) set by the caller.
 T0=$(date +%s)
 SUMMARY=()
 
@@ -17,4 +17,11 @@ part() {  # part NAME LIMIT_S CMD...  (skipped past the budget; the status lands
   local status=ok; (( rc == 124 || rc == 137 )) && status=TIMEOUT; (( rc != 0 && rc != 124 && rc != 137 )) && status="FAILED rc=$rc"
   SUMMARY+=("$name: $status in $(( $(date +%s) - s ))s")
   echo "--- $name: $status" | tee -a "$LOG"
+}
+
+log_environment() {  # date, GPU, Python and torch into the log
+  {
+    echo "date: $(date -u)"; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    $PY -c "import sys, torch; print(sys.version); print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+  } >> "$LOG" 2>&1
 }

@@ -17,17 +17,13 @@ import pytest
 from PIL import Image
 
 import zecon_testing as zt
-from harness import PromptFailed, PromptRejected
+from harness import PromptRejected
 
 pytestmark = pytest.mark.comfy
 
 SD15, SDXL = "zecon_sd15_latent", "zecon_sdxl_latent"
 SIZE = zt.TINY_LATENT_RUN["size"]
 _SEEDS = itertools.count(1000)   # a fresh guider seed per "good" run: the guider and the sampler really run
-
-
-def _node(prompt, class_type, index=0):
-    return zt.nodes_of(prompt, class_type)[index]
 
 
 def _prompt(name=SD15, prefix=None, **guider) -> dict:
@@ -37,36 +33,23 @@ def _prompt(name=SD15, prefix=None, **guider) -> dict:
     refuses with a clear message, see test_decoder_vae_with_a_taesd_vae_is_a_clear_error): there every VAE
     input takes the tiny KL VAE of ZeconTestTinySD(sd15_file)."""
     p = zt.tiny(zt.load_api(name))
-    p[_node(p, "ZeconGuider")]["inputs"].update(guider)
+    p[zt.node_of(p, "ZeconGuider")]["inputs"].update(guider)
     if name == SD15 and guider.get("decoder") == "vae":
         [vae] = zt.nodes_of(p, "VAELoader")
         p["820"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "sd15_file", "seed": 0}}
         zt._relink(p, (vae, 0), ("820", 2))
     if prefix:
-        p[_node(p, "SaveImage")]["inputs"]["filename_prefix"] = prefix
+        p[zt.node_of(p, "SaveImage")]["inputs"]["filename_prefix"] = prefix
     return p
 
 
-def _image(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-
-
 def _saved(client, entry, prompt) -> np.ndarray:
-    paths = client.output_paths(entry, _node(prompt, "SaveImage"))
+    paths = client.output_paths(entry, zt.node_of(prompt, "SaveImage"))
     assert len(paths) == 1, entry.get("outputs")
-    img = _image(paths[0])
+    img = zt.read_image(paths[0])
     assert img.shape == (SIZE, SIZE, 3)
     assert np.isfinite(img).all()
     return img
-
-
-def _execution_error(client, prompt) -> dict:
-    with pytest.raises(PromptFailed) as ei:
-        client.run(prompt, timeout=300)
-    err = ei.value.message("execution_error")
-    assert err is not None, ei.value.messages
-    return err
 
 
 def _next_prompt_runs(client, name=SD15) -> None:
@@ -85,8 +68,8 @@ def test_shipped_latent_workflows_are_the_recipe():
         p = zt.load_api(name)
         [loader] = zt.nodes_of(p, "CheckpointLoaderSimple")
         assert p[loader]["inputs"]["ckpt_name"] == ckpt
-        inv, guider, sampler = _node(p, "ZeconLatentInversion"), _node(p, "ZeconGuider"), _node(p, "SamplerCustomAdvanced")
-        encode = _node(p, "VAEEncode")
+        inv, guider, sampler = zt.node_of(p, "ZeconLatentInversion"), zt.node_of(p, "ZeconGuider"), zt.node_of(p, "SamplerCustomAdvanced")
+        encode = zt.node_of(p, "VAEEncode")
         s = p[sampler]["inputs"]
         assert p[s["noise"][0]]["class_type"] == "DisableNoise"
         assert s["guider"] == [guider, 0] and s["sigmas"] == [inv, 1] and s["latent_image"] == [inv, 0]
@@ -111,7 +94,7 @@ def test_shipped_latent_workflow_runs_to_a_saved_image(client, name):
 
 def _with_clip_losses(prompt: dict) -> dict:
     """What un-bypassing the workflow's ZeCon CLIP Loader + Style Prompt does, on the pack's tiny CLIP."""
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     prompt["801"] = {"class_type": "ZeconClipLoader",
                      "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP}}
     prompt["802"] = {"class_type": "ZeconStylePrompt",
@@ -137,9 +120,9 @@ def test_strength_zero_is_plain_cfg_and_guidance_changes_the_image(client):
     zero = _prompt(SD15, seed=seed, strength=0.0, prefix="zecon_test/latent_strength0")
     img0 = _saved(client, client.run(zero, timeout=300), zero)
     stock = _prompt(SD15, prefix="zecon_test/latent_cfgguider")
-    g = stock[_node(stock, "ZeconGuider")]["inputs"]
+    g = stock[zt.node_of(stock, "ZeconGuider")]["inputs"]
     stock["803"] = {"class_type": "CFGGuider", "inputs": {k: g[k] for k in ("model", "positive", "negative", "cfg")}}
-    stock[_node(stock, "SamplerCustomAdvanced")]["inputs"]["guider"] = ["803", 0]
+    stock[zt.node_of(stock, "SamplerCustomAdvanced")]["inputs"]["guider"] = ["803", 0]
     assert np.array_equal(img0, _saved(client, client.run(stock, timeout=300), stock))
     guided = _prompt(SD15, seed=seed, strength=1.0, prefix="zecon_test/latent_strength1")
     assert np.abs(_saved(client, client.run(guided, timeout=300), guided) - img0).mean() > 1e-3
@@ -162,7 +145,7 @@ SAMPLER_CASES = [
 def test_guider_with_stock_samplers_and_modes(client, name, sampler, mode, decoder):
     prompt = _prompt(name, seed=next(_SEEDS), mode=mode, decoder=decoder,
                      prefix=f"zecon_test/latent_{sampler}_{mode}")
-    prompt[_node(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = sampler
+    prompt[zt.node_of(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = sampler
     img = _saved(client, client.run(prompt, timeout=300), prompt)
     assert img.std() > 0.01
 
@@ -177,7 +160,7 @@ def test_full_mode_with_gradient_checkpointing_runs(client):
 def _masked(prompt: dict, image=zt.MASKED_SAMPLE_NAME) -> dict:
     """Load Image's MASK (sample_masked.png: 1 where transparent) into the guider."""
     prompt["804"] = {"class_type": "LoadImage", "inputs": {"image": image}}
-    prompt[_node(prompt, "ZeconGuider")]["inputs"].update(mask=["804", 1], feather=0)
+    prompt[zt.node_of(prompt, "ZeconGuider")]["inputs"].update(mask=["804", 1], feather=0)
     return prompt
 
 
@@ -197,7 +180,7 @@ def test_mask_from_load_image_keeps_the_source_outside(client, server, name):
     from zecon_core.mask import prepare_mask
 
     prompt = _masked(_prompt(name, seed=next(_SEEDS), prefix=f"zecon_test/latent_masked_{name}"))
-    encode, sampler = _node(prompt, "VAEEncode"), _node(prompt, "SamplerCustomAdvanced")
+    encode, sampler = zt.node_of(prompt, "VAEEncode"), zt.node_of(prompt, "SamplerCustomAdvanced")
     prompt["805"] = {"class_type": "SaveLatent", "inputs": {"samples": [encode, 0],
                                                             "filename_prefix": f"zecon_test/source_{name}"}}
     prompt["806"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
@@ -226,9 +209,9 @@ def _flow(prompt: dict) -> str:
 
 def test_flow_model_into_the_guider_is_a_clear_error(client):
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     prompt[guider]["inputs"]["model"] = [_flow(prompt), 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider, err
     msg = err["exception_message"]
     assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
@@ -237,9 +220,9 @@ def test_flow_model_into_the_guider_is_a_clear_error(client):
 
 def test_flow_model_into_the_inversion_is_a_clear_error(client):
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    inv = _node(prompt, "ZeconLatentInversion")
+    inv = zt.node_of(prompt, "ZeconLatentInversion")
     prompt[inv]["inputs"]["model"] = [_flow(prompt), 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == inv, err
     msg = err["exception_message"]
     assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
@@ -249,9 +232,9 @@ def test_flow_model_into_the_inversion_is_a_clear_error(client):
 def test_vae_of_another_latent_format_is_a_clear_error(client):
     """The tiny flow VAE (16-channel latents) into the SD 1.5 guider's vae input."""
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     prompt[guider]["inputs"]["vae"] = [_flow(prompt), 2]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider, err
     msg = err["exception_message"]
     assert msg.startswith("vae:") and "16-channel" in msg and "4-channel" in msg, msg
@@ -261,12 +244,12 @@ def test_vae_of_another_latent_format_is_a_clear_error(client):
 def test_mask_batch_mismatch_is_a_clear_error(client):
     """Two masks (a batch of 2) for a source latent of batch 1."""
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     prompt["811"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2,
                                                             "color": 0xFFFFFF}}
     prompt["812"] = {"class_type": "ImageToMask", "inputs": {"image": ["811", 0], "channel": "red"}}
     prompt[guider]["inputs"]["mask"] = ["812", 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider, err
     msg = err["exception_message"]
     assert msg.startswith("mask:") and "2" in msg and "1" in msg, msg
@@ -276,8 +259,8 @@ def test_mask_batch_mismatch_is_a_clear_error(client):
 def test_empty_mask_is_a_clear_error(client):
     """sample.png has no alpha: Load Image's MASK is all 0."""
     prompt = _masked(_prompt(SD15, seed=next(_SEEDS)), image=zt.SAMPLE_NAME)
-    err = _execution_error(client, prompt)
-    assert err["node_id"] == _node(prompt, "ZeconGuider"), err
+    err = zt.execution_error(client, prompt)
+    assert err["node_id"] == zt.node_of(prompt, "ZeconGuider"), err
     assert err["exception_message"].startswith("mask:") and "empty" in err["exception_message"], err
     _next_prompt_runs(client)
 
@@ -285,9 +268,9 @@ def test_empty_mask_is_a_clear_error(client):
 def test_decoder_vae_with_a_taesd_vae_is_a_clear_error(client):
     """VAELoader's TAESD-format VAE (the tiny SD 1.5 file) cannot be the guider's 'vae' decoder."""
     prompt = _prompt(SD15, seed=next(_SEEDS))
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     prompt[guider]["inputs"]["decoder"] = "vae"
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider, err    # refused when the guider is made, before any sampling
     msg = err["exception_message"]
     assert msg.startswith("decoder:") and "TAESD" in msg and "taesd" in msg, msg
@@ -296,17 +279,17 @@ def test_decoder_vae_with_a_taesd_vae_is_a_clear_error(client):
 
 def test_decoder_vae_without_a_vae_is_a_clear_error(client):
     prompt = _prompt(SD15, seed=next(_SEEDS), decoder="vae")
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     del prompt[guider]["inputs"]["vae"]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider and err["exception_message"].startswith("vae:"), err
     _next_prompt_runs(client)
 
 
 def test_zecon_layer_outside_the_unet_is_a_clear_error(client):
     prompt = _prompt(SD15, seed=next(_SEEDS), zecon_layers="0,40")
-    err = _execution_error(client, prompt)
-    assert err["node_id"] == _node(prompt, "ZeconGuider")
+    err = zt.execution_error(client, prompt)
+    assert err["node_id"] == zt.node_of(prompt, "ZeconGuider")
     msg = err["exception_message"]
     assert msg.startswith("zecon_layers:") and "40" in msg, msg
 
@@ -314,13 +297,13 @@ def test_zecon_layer_outside_the_unet_is_a_clear_error(client):
 def test_sdxl_source_for_a_picture_of_another_size_is_a_clear_error(client):
     """The guider's source encoded at another size than the sampled latent."""
     prompt = _prompt(SDXL, seed=next(_SEEDS))
-    guider = _node(prompt, "ZeconGuider")
+    guider = zt.node_of(prompt, "ZeconGuider")
     vae = prompt[guider]["inputs"]["vae"]
     prompt["813"] = {"class_type": "EmptyImage", "inputs": {"width": 2 * SIZE, "height": 2 * SIZE,
                                                             "batch_size": 1, "color": 0x808080}}
     prompt["814"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["813", 0], "vae": vae}}
     prompt[guider]["inputs"]["source"] = ["814", 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["exception_message"].startswith("source:"), err
     _next_prompt_runs(client, SDXL)
 
@@ -345,7 +328,7 @@ INVALID = [
                          ids=[f"{c}-{'-'.join(ch)}" for c, ch, _, _ in INVALID])
 def test_invalid_input_is_http_400_naming_the_input(client, class_type, changes, input_name, err_type):
     prompt = _prompt(SD15)
-    node = _node(prompt, class_type)
+    node = zt.node_of(prompt, class_type)
     prompt[node]["inputs"].update(changes)
     with pytest.raises(PromptRejected) as ei:
         client.queue_prompt(prompt)
@@ -376,8 +359,8 @@ def test_taesd_decoder_missing_offline_is_a_clear_error(server_without_taesd):
     before = sorted(p.name for p in vae_approx.glob("*")) if vae_approx.is_dir() else []
     assert not [n for n in before if n.startswith("taesd")]
     prompt = _prompt(SD15, seed=next(_SEEDS), decoder="taesd")
-    err = _execution_error(client, prompt)
-    assert err["node_id"] == _node(prompt, "ZeconGuider"), err
+    err = zt.execution_error(client, prompt)
+    assert err["node_id"] == zt.node_of(prompt, "ZeconGuider"), err
     msg = err["exception_message"]
     assert msg.startswith("decoder:") and "taesd_decoder" in msg and "could not be downloaded" in msg, msg
     assert str(vae_approx) in msg and "by hand" in msg, msg

@@ -22,11 +22,6 @@ pytestmark = pytest.mark.comfy
 KNOWN_UNET_LABELS = ("256x256_diffusion_uncond.pt (download on first use)", "ffhq_10m.pt (download on first use)")
 
 
-def _image(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-
-
 def _source(server, size=zt.TINY_RUN["size"]) -> np.ndarray:
     """The input as the inversion sees it under the 'resize' policy (LANCZOS, as zecon_core)."""
     with Image.open(server.input_dir / zt.SAMPLE_NAME) as im:
@@ -36,7 +31,7 @@ def _source(server, size=zt.TINY_RUN["size"]) -> np.ndarray:
 def _saved(client, entry, node_id) -> np.ndarray:
     paths = client.output_paths(entry, node_id)
     assert len(paths) == 1, entry.get("outputs")
-    return _image(paths[0])
+    return zt.read_image(paths[0])
 
 
 def _executed(events, prompt_id) -> set[str]:
@@ -194,7 +189,7 @@ def test_prompt_or_weight_changes_do_not_rerun_the_inversion(client):
 # ------------------------------------------------------------------ interrupt
 def test_interrupt_mid_sampling_then_next_prompt_runs(client):
     prompt = zt.tiny(zt.load_api("zecon_modular_imagenet"), respacing="16", skip=0)
-    guidance = _node(prompt, "ZeconGuidance")
+    guidance = zt.node_of(prompt, "ZeconGuidance")
     for k in ("clip_global_patch", "clip_dir_patch", "zecon", "mse", "vgg", "range"):
         prompt[guidance]["inputs"][k] = 1.0   # random tiny weights diverge over 16 steps at full strength
     samplers = set(zt.nodes_of(prompt, "ZeconSampler"))
@@ -234,10 +229,6 @@ NODE_LEVEL = "exception_during_inner_validation"
 
 def _modular():
     return zt.tiny(zt.load_api("zecon_modular_imagenet"))
-
-
-def _node(prompt, class_type, index=0):
-    return zt.nodes_of(prompt, class_type)[index]
 
 
 INVALID = [
@@ -280,7 +271,7 @@ def test_invalid_input_is_http_400_naming_the_input(client, class_type, changes,
     # (the modular graph has two samplers)
     for nid in zt.nodes_of(prompt, class_type):
         prompt[nid]["inputs"].update(changes)
-    node = _node(prompt, class_type)
+    node = zt.node_of(prompt, class_type)
     with pytest.raises(PromptRejected) as ei:
         client.queue_prompt(prompt)
     rej = ei.value
@@ -325,7 +316,7 @@ def test_each_problem_is_reported_once(client, class_type, changes, problems):
 
 def test_missing_model_message_says_where_to_put_it(client, server):
     prompt = _modular()
-    node = _node(prompt, "ZeconDiffusionLoader")
+    node = zt.node_of(prompt, "ZeconDiffusionLoader")
     prompt[node]["inputs"]["model_name"] = "missing_model.safetensors"
     with pytest.raises(PromptRejected) as ei:
         client.queue_prompt(prompt)
@@ -345,7 +336,7 @@ def test_missing_model_message_says_where_to_put_it(client, server):
 def test_wrong_link_type_is_http_400(client, target, source_output):
     prompt = _modular()
     for sampler in zt.nodes_of(prompt, "ZeconSampler"):
-        prompt[sampler]["inputs"][target] = [_node(prompt, source_output[0]), source_output[1]]
+        prompt[sampler]["inputs"][target] = [zt.node_of(prompt, source_output[0]), source_output[1]]
     with pytest.raises(PromptRejected) as ei:
         client.queue_prompt(prompt)
     errors = ei.value.node_errors[sampler]["errors"]
@@ -362,58 +353,50 @@ def test_missing_link_is_http_400(client):
 
 
 # ------------------------------------------------------------------ clear execution errors
-def _execution_error(client, prompt) -> dict:
-    with pytest.raises(PromptFailed) as ei:
-        client.run(prompt, timeout=300)
-    err = ei.value.message("execution_error")
-    assert err is not None, ei.value.messages
-    return err
-
-
 def test_nan_weight_is_a_clear_error(client):
     prompt = _modular()
-    g = _node(prompt, "ZeconGuidance")
+    g = zt.node_of(prompt, "ZeconGuidance")
     prompt[g]["inputs"]["zecon"] = math.nan  # JSON NaN passes ComfyUI's min/max check
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == g and "zecon" in err["exception_message"] and "finite" in err["exception_message"]
 
 
 def test_style_batch_mismatch_is_a_clear_error(client):
     prompt = _modular()
-    style = _node(prompt, "ZeconStylePrompt")
+    style = zt.node_of(prompt, "ZeconStylePrompt")
     prompt[style]["inputs"].update(target_prompt="an oil painting\na pencil sketch", per_line=True)
-    err = _execution_error(client, prompt)
-    assert err["node_id"] == _node(prompt, "ZeconSampler")
+    err = zt.execution_error(client, prompt)
+    assert err["node_id"] == zt.node_of(prompt, "ZeconSampler")
     assert "2 style prompts for a batch of 1" in err["exception_message"]
 
 
 def test_style_from_another_clip_is_a_clear_error(client):
     prompt = _modular()
-    loader = _node(prompt, "ZeconClipLoader")
+    loader = zt.node_of(prompt, "ZeconClipLoader")
     prompt["90"] = {"class_type": "ZeconClipLoader",
                     "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP_B}}
-    sampler = _node(prompt, "ZeconSampler")
+    sampler = zt.node_of(prompt, "ZeconSampler")
     assert prompt[sampler]["inputs"]["clip"] == [loader, 0]
     prompt[sampler]["inputs"]["clip"] = ["90", 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == sampler
     assert "encoded with CLIP" in err["exception_message"] and zt.TINY_CLIP_B in err["exception_message"]
 
 
 def test_size_the_unet_cannot_take_is_a_clear_error(client):
     prompt = _modular()
-    inv = _node(prompt, "ZeconInversion")
+    inv = zt.node_of(prompt, "ZeconInversion")
     prompt[inv]["inputs"].update(size_policy="resize", size=80)
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == inv
     assert "80x80" in err["exception_message"] and "multiples of 32" in err["exception_message"]
 
 
 def test_zecon_layer_outside_the_unet_is_a_clear_error(client):
     prompt = _modular()
-    g = _node(prompt, "ZeconGuidance")
+    g = zt.node_of(prompt, "ZeconGuidance")
     prompt[g]["inputs"]["zecon_layers"] = "0,2,40"
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert "zecon_layers" in err["exception_message"] and "40" in err["exception_message"]
 
 
@@ -421,9 +404,9 @@ def test_known_model_is_fetched_only_when_the_node_runs(client):
     """Validation accepts a known model's label; the download starts in execute(). Downloads go to a
     closed loopback port here (SERVER_ENV), so the run fails with the downloader's clear message."""
     prompt = _modular()
-    loader = _node(prompt, "ZeconDiffusionLoader")
+    loader = zt.node_of(prompt, "ZeconDiffusionLoader")
     prompt[loader]["inputs"]["model_name"] = "256x256_diffusion_uncond.pt (download on first use)"
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == loader
     msg = err["exception_message"]
     assert "256x256_diffusion_uncond.pt" in msg and str(zt._ENV["models"]) in msg and "by hand" in msg
@@ -432,9 +415,9 @@ def test_known_model_is_fetched_only_when_the_node_runs(client):
 
 def test_named_clip_offline_is_a_clear_error(client):
     prompt = _modular()
-    loader = _node(prompt, "ZeconClipLoader")
+    loader = zt.node_of(prompt, "ZeconClipLoader")
     prompt[loader]["inputs"]["local_file"] = "none"
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == loader
     assert "ViT-B-16" in err["exception_message"] and "local" in err["exception_message"]
 
@@ -447,9 +430,9 @@ def test_replaced_model_file_is_loaded_again(client):
     path = zt._ENV["models"] / "swap_adm.safetensors"
     save_file(tiny_unet_state_dict(seed=1), str(path))
     prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
-    loader = _node(prompt, "ZeconDiffusionLoader")
-    node = _node(prompt, "ZeconStyleTransfer")
-    save = _node(prompt, "SaveImage")
+    loader = zt.node_of(prompt, "ZeconDiffusionLoader")
+    node = zt.node_of(prompt, "ZeconStyleTransfer")
+    save = zt.node_of(prompt, "SaveImage")
     prompt[loader]["inputs"]["model_name"] = "swap_adm.safetensors"
     prompt[node]["inputs"]["vgg"] = 0.0
     first = _saved(client, client.run(prompt, timeout=300), save)
@@ -466,9 +449,9 @@ def test_gradient_checkpointing_loads_another_model_with_the_same_result(client)
     """The loader's gradient_checkpointing input is part of the model cache key (the model is loaded
     again) and changes no pixel of the result."""
     prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
-    loader = _node(prompt, "ZeconDiffusionLoader")
-    save = _node(prompt, "SaveImage")
-    inputs = prompt[_node(prompt, "ZeconStyleTransfer")]["inputs"]
+    loader = zt.node_of(prompt, "ZeconDiffusionLoader")
+    save = zt.node_of(prompt, "SaveImage")
+    inputs = prompt[zt.node_of(prompt, "ZeconStyleTransfer")]["inputs"]
     inputs["vgg"] = 0.0
     inputs["seed"] = 77
     images = {}
@@ -492,10 +475,10 @@ def test_known_model_label_stays_valid_after_the_file_is_there(client):
         options = client.object_info("ZeconDiffusionLoader")["input"]["required"]["model_name"][1]["options"]
         assert "ffhq_10m.pt" in options and "ffhq_10m.pt (download on first use)" in options
         prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
-        loader = _node(prompt, "ZeconDiffusionLoader")
+        loader = zt.node_of(prompt, "ZeconDiffusionLoader")
         prompt[loader]["inputs"]["model_name"] = "ffhq_10m.pt (download on first use)"
         entry = client.run(prompt, timeout=300)
-        assert client.output_paths(entry, _node(prompt, "SaveImage"))
+        assert client.output_paths(entry, zt.node_of(prompt, "SaveImage"))
     finally:
         path.unlink()
 
@@ -565,17 +548,17 @@ def test_empty_mask_is_a_clear_error(client):
     prompt = zt.tiny(zt.load_api(MASKED))
     [photo] = [n for n in zt.nodes_of(prompt, "LoadImage") if prompt[n]["inputs"]["image"] == zt.MASKED_SAMPLE_NAME]
     prompt[photo]["inputs"]["image"] = zt.SAMPLE_NAME
-    err = _execution_error(client, prompt)
-    assert err["node_id"] == _node(prompt, "ZeconStyleTransfer")
+    err = zt.execution_error(client, prompt)
+    assert err["node_id"] == zt.node_of(prompt, "ZeconStyleTransfer")
     assert "the mask is empty" in err["exception_message"]
 
 
 def test_modular_sampler_takes_a_mask_a_style_image_and_a_batch_of_styles(client, server):
     """The modular graph with a per-image image style blended into a batch of two per-line prompts and a mask."""
     prompt = _modular()
-    clip = _node(prompt, "ZeconClipLoader")
-    style = _node(prompt, "ZeconStylePrompt")
-    inv = _node(prompt, "ZeconInversion")
+    clip = zt.node_of(prompt, "ZeconClipLoader")
+    style = zt.node_of(prompt, "ZeconStylePrompt")
+    inv = zt.node_of(prompt, "ZeconInversion")
     prompt["80"] = {"class_type": "LoadImage", "inputs": {"image": zt.MASKED_SAMPLE_NAME}}
     prompt["81"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["80", 0], "amount": 2}}
     prompt["82"] = {"class_type": "LoadImage", "inputs": {"image": zt.STYLE_SAMPLE_NAME}}
@@ -589,7 +572,7 @@ def test_modular_sampler_takes_a_mask_a_style_image_and_a_batch_of_styles(client
     entry = client.run(prompt, timeout=300)
     paths = client.output_paths(entry, zt.nodes_of(prompt, "SaveImage")[0])
     assert len(paths) == 2
-    a, b = (_image(p) for p in paths)
+    a, b = (zt.read_image(p) for p in paths)
     assert np.isfinite(a).all() and np.isfinite(b).all() and np.abs(a - b).mean() > 1e-3
 
 
@@ -609,13 +592,13 @@ def test_latent_from_another_model_is_refused_unless_allowed(client):
     with a log warning); allow_other_model opts in."""
     other = _second_unet()
     prompt = _modular()
-    loader = _node(prompt, "ZeconDiffusionLoader")
+    loader = zt.node_of(prompt, "ZeconDiffusionLoader")
     prompt["91"] = {"class_type": "ZeconDiffusionLoader",
                     "inputs": {"model_name": other, "precision": "auto"}}
     for sampler in zt.nodes_of(prompt, "ZeconSampler"):
         assert prompt[sampler]["inputs"]["model"] == [loader, 0]
         prompt[sampler]["inputs"]["model"] = ["91", 0]
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] in zt.nodes_of(prompt, "ZeconSampler")
     msg = err["exception_message"]
     assert zt.TINY_UNET in msg and other in msg and "allow_other_model" in msg
@@ -632,9 +615,9 @@ def test_allow_other_model_has_a_tooltip_and_defaults_off(client):
 
 def test_head_channels_that_do_not_divide_the_channels_are_a_clear_error(client):
     prompt = _modular()
-    loader = _node(prompt, "ZeconDiffusionLoader")
+    loader = zt.node_of(prompt, "ZeconDiffusionLoader")
     prompt[loader]["inputs"]["num_head_channels"] = 48     # the tiny UNet's attention is 64 wide
-    err = _execution_error(client, prompt)
+    err = zt.execution_error(client, prompt)
     assert err["node_id"] == loader and "num_head_channels" in err["exception_message"]
     assert "ZeroDivisionError" not in err["exception_type"]
 
@@ -663,9 +646,9 @@ def test_model_folder_symlinks(client, tmp_path):
         assert good.name in options
         assert dev.name not in options and broken.name not in options
         prompt = zt.tiny(zt.load_api("zecon_style_transfer_imagenet"))
-        loader = _node(prompt, "ZeconDiffusionLoader")
+        loader = zt.node_of(prompt, "ZeconDiffusionLoader")
         prompt[loader]["inputs"]["model_name"] = good.name
-        prompt[_node(prompt, "ZeconStyleTransfer")]["inputs"]["vgg"] = 0.0
+        prompt[zt.node_of(prompt, "ZeconStyleTransfer")]["inputs"]["vgg"] = 0.0
         assert client.output_paths(client.run(prompt, timeout=300))
         for name in (dev.name, broken.name):
             prompt[loader]["inputs"]["model_name"] = name

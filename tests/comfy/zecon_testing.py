@@ -154,6 +154,29 @@ def nodes_of(prompt: dict, class_type: str) -> list[str]:
     return sorted((k for k, v in prompt.items() if v["class_type"] == class_type), key=int)
 
 
+def node_of(prompt: dict, class_type: str, index: int = 0) -> str:
+    return nodes_of(prompt, class_type)[index]
+
+
+def read_image(path):
+    """A saved image as float32 [H, W, 3] in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def execution_error(client, prompt) -> dict:
+    """The execution_error message of a prompt that must fail while running."""
+    import pytest
+    from harness import PromptFailed
+    with pytest.raises(PromptFailed) as ei:
+        client.run(prompt, timeout=300)
+    err = ei.value.message("execution_error")
+    assert err is not None, ei.value.messages
+    return err
+
+
 def tiny_latent(prompt: dict, arch: str | None = None, size: int = TINY_LATENT_RUN["size"],
                 steps: int = TINY_LATENT_RUN["latent_steps"]) -> dict:
     """A latent (SD) API prompt on the tiny SD models, small pictures and few steps.
