@@ -1,0 +1,1 @@
+"""Benchmarks of ZeCon for ComfyUI (not loaded by ComfyUI; run from the repository root)."""
