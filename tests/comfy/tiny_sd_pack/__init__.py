@@ -5,6 +5,8 @@ Load it with the harness: ``comfy_server_factory(packs={"zecon_tiny_sd": TINY_SD
   ZeconTestTinySD   (arch, seed) -> MODEL, CLIP, VAE   in place of CheckpointLoaderSimple
   ZeconTestTinyCLIP (arch, seed) -> CLIP               e.g. for a UNETLoader'd tiny SD15 file
                                                        (arch sd15_file: 768-wide, as its UNet)
+  ZeconTestWorldSD  ()           -> MODEL, CLIP, VAE   the miniature world's trained SD1.5-config model
+                                                       (bench/world/weights, bench/world/latent_model.py)
 
 The models come from tests/comfy/tiny_sd.py (loaded from this folder's parent under a
 private module name, so nothing else of tests/comfy lands on the server's sys.path).
@@ -13,14 +15,21 @@ import importlib.util
 import sys
 from pathlib import Path
 
-_LIB = "zecon_tests_tiny_sd"
-if _LIB in sys.modules:
-    tiny_sd = sys.modules[_LIB]
-else:
-    _spec = importlib.util.spec_from_file_location(_LIB, Path(__file__).resolve().parent.parent / "tiny_sd.py")
-    tiny_sd = importlib.util.module_from_spec(_spec)
-    sys.modules[_LIB] = tiny_sd
-    _spec.loader.exec_module(tiny_sd)
+_HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str, path: Path):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tiny_sd = _load("zecon_tests_tiny_sd", _HERE.parent / "tiny_sd.py")
+latent_model = _load("zecon_tests_world_latent_model", _HERE.parents[2] / "bench" / "world" / "latent_model.py")
 
 _SEED = ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                  "tooltip": "Weights are drawn from this seed: same seed, same model."})
@@ -59,6 +68,24 @@ class ZeconTestTinyCLIP:
         return (tiny_sd.tiny_clip(arch, seed + 1),)
 
 
-NODE_CLASS_MAPPINGS = {"ZeconTestTinySD": ZeconTestTinySD, "ZeconTestTinyCLIP": ZeconTestTinyCLIP}
+class ZeconTestWorldSD:
+    DESCRIPTION = ("The miniature world's trained SD1.5-config model (bench/world/weights): ComfyUI's SD15 "
+                   "config class, SD1.5 text encoder and AutoencoderKL at toy width (tests only).")
+    CATEGORY = "zecon_tests"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE")
+    RETURN_NAMES = ("MODEL", "CLIP", "VAE")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {}}
+
+    def load(self):
+        return latent_model.load_model(), latent_model.load_clip(), latent_model.load_vae()
+
+
+NODE_CLASS_MAPPINGS = {"ZeconTestTinySD": ZeconTestTinySD, "ZeconTestTinyCLIP": ZeconTestTinyCLIP,
+                       "ZeconTestWorldSD": ZeconTestWorldSD}
 NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinySD": "ZeCon test: tiny SD model",
-                              "ZeconTestTinyCLIP": "ZeCon test: tiny CLIP"}
+                              "ZeconTestTinyCLIP": "ZeCon test: tiny CLIP",
+                              "ZeconTestWorldSD": "ZeCon test: miniature world SD model"}
