@@ -14,7 +14,7 @@ the constructor arguments (so a loader needs nothing but the file):
   format the stock VAELoader reads (``taesd_encoder.*``, ``taesd_decoder.*``, ``vae_scale``).
 * ``latent_unet``:  ``comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel`` with
   ``comfy.supported_models.SD15``'s config class (ε prediction, SD1.5's discrete schedule,
-  cross-attention) at model_channels 64, context 64; MODEL = ``SD15(unet_config).get_model``
+  cross-attention) at model_channels 32 (levels 32, 64 channels at 8x8, 4x4 latents), context 64; MODEL = ``SD15(unet_config).get_model``
   wrapped in a ``ModelPatcher`` as ComfyUI's loaders do.
 * ``latent_clip``:  ComfyUI's SD1.5 text encoder (``comfy.sd1_clip.SD1ClipModel`` + the real
   CLIP tokenizer) at width 64, 3 layers, seeded random weights, frozen: it only has to tell the
@@ -50,7 +50,7 @@ VAE_PARAMS = {"embed_dim": 4, "ddconfig": {
 # detect_unet_config's keys (as tests/comfy/tiny_sd.py); SD15 adds num_heads 8.
 UNET_CONFIG = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
                "in_channels": 4, "out_channels": 4, "use_temporal_resblock": False,
-               "use_temporal_attention": False, "adm_in_channels": None, "model_channels": 64,
+               "use_temporal_attention": False, "adm_in_channels": None, "model_channels": 32,
                "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1],
                "transformer_depth_output": [1, 1, 1, 1], "transformer_depth_middle": 1,
                "use_linear_in_transformer": False, "context_dim": 64}

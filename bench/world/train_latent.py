@@ -3,7 +3,7 @@
     python -m bench.world.train_latent vae    # KL VAE (~10 min)
     python -m bench.world.train_latent clip   # the frozen seeded text encoder (seconds)
     python -m bench.world.train_latent unet   # SD15-config UNet on the VAE's latents (~20 min)
-    python -m bench.world.train_latent taesd  # TAESD decoder (+ encoder) on the VAE's latents (~15 min)
+    python -m bench.world.train_latent taesd  # TAESD decoder + encoder on the VAE's latents (~15 min)
 
 Every stage is seeded (``--seed``) and pins one thread, so a rerun gives the same file bit for bit;
 the weights go to ``bench/world/weights/`` (``--out`` elsewhere) as fp16 safetensors.
@@ -192,9 +192,17 @@ def train_unet(args) -> dict:
 
 
 # ------------------------------------------------------------------ TAESD
+def crops(x: torch.Tensor, z: torch.Tensor, size: int, g: torch.Generator):
+    """The same random window of every picture and its latent: ``size`` x ``size`` latents (8x the pixels)."""
+    n = z.shape[-1] - size + 1
+    i, j = (int(v) for v in torch.randint(0, n, (2,), generator=g))
+    return x[..., 8 * i:8 * (i + size), 8 * j:8 * (j + size)], z[..., i:i + size, j:j + size]
+
+
 def train_taesd(args) -> dict:
-    """TAESD decoder: model-space latent -> picture in [0, 1] (trained on the world's ground truth);
-    TAESD encoder: picture in [0, 1] -> the VAE's mean latent (model space). Both on full 64-px pictures."""
+    """TAESD decoder: model-space latent -> picture in [0, 1] (trained on the world's ground truth, from
+    posterior samples); TAESD encoder: picture in [0, 1] -> the VAE's mean latent (model space). Both
+    fully convolutional, trained on ``--crop`` x ``--crop`` latent windows (8x the pixels) to save CPU."""
     vae = load_vae_module(args.out)
     enc, dec = lm.taesd_parts()
     lm.fill_random_(enc, args.seed)
@@ -203,18 +211,19 @@ def train_taesd(args) -> dict:
     g = torch.Generator().manual_seed(args.seed)
     for step in range(args.steps):
         _, x = pictures(args.batch, DATA_SEED + 200_000 + step)
-        z = model_latents(vae, x, g)
+        z, z_mean = model_latents(vae, x, g), model_latents(vae, x)
+        xc, zc = crops(x, torch.cat([z, z_mean], 1), args.crop, g)
+        z, z_mean = zc.chunk(2, 1)
         cosine_lr(opt, step, args.steps, args.lr)
         rec = dec(z).sub(0.5).mul(2)
-        enc_out = enc(x * 0.5 + 0.5)
-        loss_dec = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        loss_enc = F.mse_loss(enc_out, model_latents(vae, x))
+        loss_dec = F.mse_loss(rec, xc) + 0.5 * F.l1_loss(rec, xc)
+        loss_enc = F.mse_loss(enc(xc * 0.5 + 0.5), z_mean)
         opt.zero_grad(set_to_none=True)
         (loss_dec + loss_enc).backward()
         opt.step()
         if step % 25 == 0 or step == args.steps - 1:
-            log(f"taesd step {step} dec {loss_dec.item():.4f} (psnr {psnr(rec.detach(), x):.2f}) enc {loss_enc.item():.4f}")
-    _, held = pictures(128, DATA_SEED - 2)
+            log(f"taesd step {step} dec {loss_dec.item():.4f} (psnr {psnr(rec.detach(), xc):.2f}) enc {loss_enc.item():.4f}")
+    _, held = pictures(32, DATA_SEED - 2)
     with torch.no_grad():
         zh = model_latents(vae, held)
         stats = {"decoder_psnr": psnr(dec(zh).sub(0.5).mul(2), held),
@@ -234,8 +243,8 @@ def train_taesd(args) -> dict:
 STAGES = {
     "vae": (train_vae, {"steps": 360, "batch": 16, "lr": 2e-3, "kl": 1e-6}),
     "clip": (write_clip, {}),
-    "unet": (train_unet, {"steps": 1000, "batch": 64, "lr": 5e-4, "n_data": 8192, "uncond": 0.1, "ema": 0.995}),
-    "taesd": (train_taesd, {"steps": 300, "batch": 8, "lr": 1e-3}),
+    "unet": (train_unet, {"steps": 900, "batch": 32, "lr": 1e-3, "n_data": 4096, "uncond": 0.1, "ema": 0.995}),
+    "taesd": (train_taesd, {"steps": 300, "batch": 16, "lr": 1e-3, "crop": 4}),
 }
 
 STAGE_FILES = {"vae": ("vae",), "clip": ("clip",), "unet": ("unet",), "taesd": ("taesd_decoder", "taesd_vae")}
@@ -247,7 +256,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(lm.WEIGHTS))
     parser.add_argument("--threads", type=int, default=1)
-    for key in ("steps", "batch", "n_data"):
+    for key in ("steps", "batch", "n_data", "crop"):
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, default=None)
     for key in ("lr", "kl", "uncond", "ema"):
         parser.add_argument(f"--{key}", type=float, default=None)

@@ -1,0 +1,243 @@
+"""The latent half of the quality benchmark: the ZeCon Guider on the miniature SD1.5-config model.
+
+    python -m bench.quality_latent [--sources 24] [--seeds 0,1,2] [--settings all|NAME,...] [--write]
+
+The edits are bench.quality's (``bench.world.metrics.make_edits``: alternately a texture and a colour
+change of a world picture, the shape kept, with its ground truth), scored by ``bench.world.metrics.score``
+through ``bench.quality.run_setting`` (the grader never guides), at 64 px. A run does what the
+latent workflow does, in-process on ComfyUI's own objects (``tests/comfy/comfy_inprocess.py``):
+VAE Encode (the KL VAE) -> ZeconLatentInversion (empty prompt, cfg 1) -> ZeconGuider (positive: the
+target caption, negative: the empty prompt; CLIP style: target caption vs source caption) ->
+SamplerCustomAdvanced (euler, DisableNoise) -> VAE Decode. The ComfyUI nodes' own ``execute`` run.
+
+Loss weights: GuidanceConfig(vgg=0) (the guider's defaults: the paper's weights, VGG off) with the
+latent guider's N / N_REF scale; ``SETTINGS`` change one thing each. Differences to the reference
+setting (ZeCon weight 0) are paired over sources with bootstrap intervals (``bench.quality.table``).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "comfy"))
+
+from bench.world import latent_model as lm                                # noqa: E402
+from bench.world.metrics import METRICS, make_edits                       # noqa: E402
+from bench.world.world import render                                      # noqa: E402
+
+EDIT_SEED = 2024           # bench.quality's edits (the pixel half uses the same)
+RESULTS_MD = REPO / "bench" / "RESULTS.md"
+SECTION = "## Quality (miniature world): latent guider"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One guider configuration. ``weights``: GuidanceConfig overrides; ``strength`` the node's."""
+    mode: str = "shortcut"
+    strength: float = 1.0
+    weights: dict = field(default_factory=dict)
+    layers: str = "auto"
+    guided: bool = True
+    clip: bool = True
+
+
+SETTINGS = {
+    "no guidance": Setting(guided=False),
+    "CLIP without ZeCon": Setting(weights={"zecon": 0.0}),
+    "defaults": Setting(),
+    "defaults, full mode": Setting(mode="full"),
+    "ZeCon x0.25": Setting(weights={"zecon": 125.0}),
+    "ZeCon x4": Setting(weights={"zecon": 2000.0}),
+    "ZeCon x16": Setting(weights={"zecon": 8000.0}),
+    "strength 0.5": Setting(strength=0.5),
+    "strength 2": Setting(strength=2.0),
+    "strength 4": Setting(strength=4.0),
+    "layers 0": Setting(layers="0"),
+    "layers 3": Setting(layers="3"),
+    "layers 0,1,3": Setting(layers="0,1,3"),
+    "content only (no CLIP)": Setting(clip=False),
+    "no MSE": Setting(weights={"mse": 0.0}),
+}
+REFERENCE = "CLIP without ZeCon"
+
+
+@dataclass
+class Run:
+    """Sampling settings shared by every setting (the latent workflow's, scaled down for the CPU)."""
+    steps: int = 10
+    denoise: float = 0.6
+    cfg: float = 5.0
+    n_patch: int = 16
+    batch: int = 24
+    decoder: str = "vae"     # inside the guidance: the KL VAE's decoder (here cheaper than TAESD's 64 channels)
+
+
+# ------------------------------------------------------------------ the world's models
+class World:
+    """ComfyUI (in-process), the pack, the miniature latent model, the world CLIP and the grader."""
+
+    def __init__(self, weights=None, clip_path=None):
+        import comfy_inprocess
+        import tempfile
+        self.pack = comfy_inprocess.load(Path(tempfile.mkdtemp(prefix="zecon_quality_latent_")))
+        import folder_paths
+        from bench.world import manifest
+        folder = Path(weights or lm.WEIGHTS)
+        if (folder / lm.FILES["taesd_decoder"]).exists():
+            approx = Path(tempfile.mkdtemp(prefix="vae_approx_"))
+            (approx / "taesd_decoder_world.safetensors").symlink_to(folder / lm.FILES["taesd_decoder"])
+            folder_paths.add_model_folder_path("vae_approx", str(approx), is_default=True)
+        self.model = lm.load_model(folder / lm.FILES["unet"])
+        self.text = lm.load_clip(folder / lm.FILES["clip"])
+        self.vae = lm.load_vae(folder / lm.FILES["vae"])
+        self.clip_path = clip_path or manifest.CLIP
+        self._conds: dict = {}
+
+    @functools.cached_property
+    def grader(self):
+        from bench.world.grader import load_grader
+        return load_grader()
+
+    @functools.cached_property
+    def clip(self):
+        """The world's open_clip CLIP through the pack's loader (ZeCon CLIP Loader's local file path)."""
+        import zecon_pack.zecon_core as zc
+        return zc.load_clip(path=self.clip_path)
+
+    def cond(self, texts) -> list:
+        """CONDITIONING of a batch of prompts (CLIPTextEncode per prompt, concatenated)."""
+        key = tuple(texts)
+        if key not in self._conds:
+            self._conds[key] = [[lm.encode_captions(self.text, texts), {}]]
+        return self._conds[key]
+
+    def encode(self, pictures: torch.Tensor) -> torch.Tensor:
+        """VAE Encode: pictures [B, 3, H, W] in [-1, 1] -> LATENT samples."""
+        return self.vae.encode(((pictures + 1) / 2).permute(0, 2, 3, 1))
+
+    def decode(self, samples: torch.Tensor) -> torch.Tensor:
+        """VAE Decode -> [B, 3, H, W] in [-1, 1]."""
+        return self.vae.decode(samples).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def run_node(node_cls, **inputs):
+    """A V3 node's execute as ComfyUI's executor runs it (class clone, hidden inputs, inference mode)."""
+    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
+    with torch.inference_mode():
+        return clone.EXECUTE_NORMALIZED(**inputs).args
+
+
+def restyle_batch(world: World, edits, setting: Setting, run: Run, seed: int) -> torch.Tensor:
+    """The restyled pictures [B, 3, 64, 64] in [-1, 1] of ``edits`` (bench.world.metrics.Edit) under ``setting``."""
+    import comfy.samplers
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    from zecon_pack.nodes.types import GuidanceBundle
+    from zecon_pack.zecon_core import GuidanceConfig, encode_style
+
+    sources = render([e.source for e in edits], lm.IMAGE_SIZE)
+    empty = world.cond([""] * len(edits))
+    latent = {"samples": world.encode(sources)}
+    inverted, sigmas = run_node(ZeconLatentInversion, model=world.model, latent=latent, conditioning=empty,
+                                cfg=1.0, steps=run.steps, denoise=run.denoise, scheduler="normal")
+    config = GuidanceConfig(vgg=0.0, n_patch=run.n_patch, **setting.weights)
+    extra = {}
+    if setting.clip:
+        extra = {"clip": world.clip, "style": encode_style(world.clip, [e.target_caption for e in edits],
+                                                           [e.source_caption for e in edits])}
+    (guider,) = run_node(ZeconGuider, model=world.model, positive=world.cond([e.target_caption for e in edits]),
+                         negative=empty, cfg=run.cfg, source=latent, mode=setting.mode, decoder=run.decoder,
+                         start_percent=0.0, end_percent=1.0, strength=setting.strength if setting.guided else 0.0,
+                         seed=seed, zecon_layers=setting.layers, guidance=GuidanceBundle(config, None, "none"),
+                         vae=world.vae, **extra)
+    with torch.inference_mode():
+        x = inverted["samples"]
+        out = guider.sample(torch.zeros_like(x), x, comfy.samplers.sampler_object("euler"), sigmas,
+                            disable_pbar=True, seed=seed)
+        return world.decode(out)
+
+
+# ------------------------------------------------------------------ settings x edits
+def restyler(world: World, setting: Setting, run: Run):
+    """``restyle(edits, seed) -> pictures`` for bench.quality.run_setting (batches of ``run.batch``)."""
+    def restyle(edits, seed):
+        out = []
+        for i in range(0, len(edits), run.batch):
+            out.append(restyle_batch(world, edits[i:i + run.batch], setting, run, seed))
+        return torch.cat(out)
+    return restyle
+
+
+def evaluate(world: World, names, edits, seeds, run: Run, log=print) -> list:
+    """One ``bench.quality.SettingResult`` per setting name (an unguided setting runs one seed: it is
+    deterministic, so the other seeds repeat its pictures)."""
+    from bench.quality import run_setting
+    results = []
+    for name in names:
+        setting = SETTINGS[name]
+        used = seeds if setting.guided else seeds[:1]
+        r = run_setting(name, restyler(world, setting, run), edits, used, world.grader)
+        if len(used) < len(seeds):
+            r.metrics = {m: v.expand(len(seeds), -1).clone() for m, v in r.metrics.items()}
+        results.append(r)
+        log(f"{name:28s} " + " ".join(f"{m} {r.mean(m):.3f}" for m in METRICS) + f" {r.seconds_per_image:.2f} s/img")
+    return results
+
+
+def write_section(text: str, path: Path = RESULTS_MD) -> None:
+    """Replace (or append) the section headed ``SECTION`` in RESULTS.md."""
+    doc = path.read_text()
+    start = doc.find(SECTION + "\n")
+    if start < 0:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    else:
+        nxt = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + text + ("" if nxt < 0 else doc[nxt:])
+    path.write_text(doc if doc.endswith("\n") else doc + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sources", type=int, default=24)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default="all", help="comma-separated names of SETTINGS, or all")
+    parser.add_argument("--reference", default=REFERENCE)
+    parser.add_argument("--out", default=str(REPO / "bench" / "results" / "quality"))
+    for f in dataclasses.fields(Run):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    run = Run(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Run)})
+    names = list(SETTINGS) if args.settings == "all" else [s.strip() for s in args.settings.split(",")]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    from bench.quality import machine, table
+    world = World()
+    edits = make_edits(args.sources, EDIT_SEED)
+    results = evaluate(world, names, edits, seeds, run)
+    md = table(results, baseline=args.reference)
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latent.json").write_text(json.dumps({
+        "command": "python -m bench.quality_latent " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(), "run": dataclasses.asdict(run), "sources": args.sources, "seeds": seeds,
+        "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in names},
+        "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
+        "results": [r.to_json() for r in results]}, indent=1) + "\n")
+    (out / "table.md").write_text(md)
+
+
+if __name__ == "__main__":
+    main()

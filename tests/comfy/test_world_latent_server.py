@@ -1,0 +1,91 @@
+"""The restyle workflow on the miniature world's latent model in a REAL ComfyUI server (CPU, loopback).
+
+tests/workflows_world/zecon_world_latent.json (API format) restyles a picture of the world: the test
+pack's ZeconTestWorldSD loads the committed SD1.5-config model (MODEL, CLIP, KL VAE), ZeCon Latent
+Inversion inverts the VAE-encoded picture, the ZeCon Guider (defaults, shortcut mode, the TAESD decoder
+found in models/vae_approx as ComfyUI finds it) guides SamplerCustomAdvanced towards the target caption.
+The same graph with the stock VAELoader's TAESD-format VAE file runs too.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import zecon_testing as zt
+
+pytestmark = pytest.mark.comfy
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.world import latent_model as lm          # noqa: E402
+from bench.world import world as W                  # noqa: E402
+
+WORKFLOW = REPO / "tests" / "workflows_world" / "zecon_world_latent.json"
+SOURCE = W.Scene("square", "dots", "blue", 0.5, 0.5, 0.6, 0.7)
+TARGET = W.restyle(SOURCE, texture="stripes")
+SOURCE_NAME = "world_source.png"
+TAESD_DECODER_NAME = "taesd_decoder_world.safetensors"   # latent_format.taesd_decoder_name is "taesd_decoder"
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server_factory, tmp_path_factory):
+    root = tmp_path_factory.mktemp("world_models")
+    (root / "vae").mkdir()
+    (root / "vae_approx").mkdir()
+    (root / "vae" / lm.FILES["taesd_vae"]).symlink_to(lm.weights_path("taesd_vae"))
+    (root / "vae_approx" / TAESD_DECODER_NAME).symlink_to(lm.weights_path("taesd_decoder"))
+    server = comfy_server_factory(packs={zt.PACK_NAME: zt.PACK_DIR, zt.TINY_SD_PACK_NAME: zt.TINY_SD_PACK},
+                                  model_folders={"vae": root / "vae", "vae_approx": root / "vae_approx"},
+                                  env=zt.SERVER_ENV)
+    picture = ((W.render([SOURCE], lm.IMAGE_SIZE)[0] + 1) * 127.5).round().clamp(0, 255).byte()
+    Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(server.input_dir) / SOURCE_NAME)
+    return server
+
+
+def workflow(**guider) -> dict:
+    p = json.loads(WORKFLOW.read_text())
+    p[zt.node_of(p, "ZeconGuider")]["inputs"].update(guider)
+    return p
+
+
+def restyled(client, prompt) -> torch.Tensor:
+    entry = client.run(prompt, timeout=600)
+    [path] = client.output_paths(entry, zt.node_of(prompt, "SaveImage"))
+    img = zt.read_image(path)
+    assert img.shape == (lm.IMAGE_SIZE, lm.IMAGE_SIZE, 3) and np.isfinite(img).all()
+    return torch.from_numpy(img).permute(2, 0, 1)[None] * 2 - 1
+
+
+def object_iou(picture: torch.Tensor) -> float:
+    return float(W.iou(W.segment(picture, [TARGET.background]), W.object_mask([TARGET], lm.IMAGE_SIZE))[0])
+
+
+def psnr(a, b) -> float:
+    return float(10 * torch.log10(4 / (a - b).pow(2).mean()))
+
+
+def test_world_restyle_workflow_runs_and_moves_towards_the_ground_truth(server):
+    """The output keeps the object (IoU with the ground truth's mask) and is nearer the ground-truth
+    restyle than the source picture is."""
+    out = restyled(server.client, workflow())
+    truth, source = W.render([TARGET], lm.IMAGE_SIZE), W.render([SOURCE], lm.IMAGE_SIZE)
+    assert object_iou(out) > 0.8
+    assert psnr(out, truth) > psnr(source, truth)
+
+
+def test_world_workflow_with_the_stock_vae_loader(server):
+    p = workflow(seed=1)
+    p["30"] = {"class_type": "VAELoader", "inputs": {"vae_name": lm.FILES["taesd_vae"]}}
+    for node in (zt.node_of(p, "VAEEncode"), zt.node_of(p, "VAEDecode"), zt.node_of(p, "ZeconGuider")):
+        p[node]["inputs"]["vae"] = ["30", 0]
+    out = restyled(server.client, p)
+    assert object_iou(out) > 0.7
