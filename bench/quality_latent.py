@@ -34,8 +34,6 @@ from bench.world.metrics import METRICS, make_edits                       # noqa
 from bench.world.world import render                                      # noqa: E402
 
 EDIT_SEED = 2024           # bench.quality's edits (the pixel half uses the same)
-RESULTS_MD = REPO / "bench" / "RESULTS.md"
-SECTION = "## Quality (miniature world): latent guider"
 
 
 @dataclass(frozen=True)
@@ -47,26 +45,34 @@ class Setting:
     layers: str = "auto"
     guided: bool = True
     clip: bool = True
+    ceiling: bool = False    # no restyle: the ground truth through the VAE (what the latent model can show at best)
 
 
 SETTINGS = {
+    "ceiling: VAE round trip of the ground truth": Setting(guided=False, ceiling=True),
     "no guidance": Setting(guided=False),
-    "CLIP without ZeCon": Setting(weights={"zecon": 0.0}),
-    "defaults": Setting(),
+    "CLIP, ZeCon 0": Setting(weights={"zecon": 0.0}),
+    "defaults (ZeCon 500)": Setting(),
+    "ZeCon 125": Setting(weights={"zecon": 125.0}),
+    "ZeCon 2000": Setting(weights={"zecon": 2000.0}),
+    "ZeCon 8000": Setting(weights={"zecon": 8000.0}),
     "defaults, full mode": Setting(mode="full"),
-    "ZeCon x0.25": Setting(weights={"zecon": 125.0}),
-    "ZeCon x4": Setting(weights={"zecon": 2000.0}),
-    "ZeCon x16": Setting(weights={"zecon": 8000.0}),
     "strength 0.5": Setting(strength=0.5),
     "strength 2": Setting(strength=2.0),
     "strength 4": Setting(strength=4.0),
     "layers 0": Setting(layers="0"),
     "layers 3": Setting(layers="3"),
     "layers 0,1,3": Setting(layers="0,1,3"),
-    "content only (no CLIP)": Setting(clip=False),
     "no MSE": Setting(weights={"mse": 0.0}),
+    # the prompt carries the edit, ZeCon + MSE (+ range) keep the content: no ZeCon CLIP connected
+    "prompt only, zecon=0": Setting(clip=False, weights={"zecon": 0.0}),
+    "prompt only (defaults)": Setting(clip=False),
+    "prompt only, zecon=2000": Setting(clip=False, weights={"zecon": 2000.0}),
+    "prompt only, zecon=8000": Setting(clip=False, weights={"zecon": 8000.0}),
+    "prompt only, full mode": Setting(clip=False, mode="full"),
 }
-REFERENCE = "CLIP without ZeCon"
+REFERENCE = "CLIP, ZeCon 0"
+DEFAULTS = "defaults (ZeCon 500)"
 
 
 @dataclass
@@ -143,6 +149,9 @@ def restyle_batch(world: World, edits, setting: Setting, run: Run, seed: int) ->
     from zecon_pack.nodes.types import GuidanceBundle
     from zecon_pack.zecon_core import GuidanceConfig, encode_style
 
+    if setting.ceiling:
+        with torch.inference_mode():
+            return world.decode(world.encode(render([e.target for e in edits], lm.IMAGE_SIZE)))
     sources = render([e.source for e in edits], lm.IMAGE_SIZE)
     empty = world.cond([""] * len(edits))
     latent = {"samples": world.encode(sources)}
@@ -192,18 +201,6 @@ def evaluate(world: World, names, edits, seeds, run: Run, log=print) -> list:
     return results
 
 
-def write_section(text: str, path: Path = RESULTS_MD) -> None:
-    """Replace (or append) the section headed ``SECTION`` in RESULTS.md."""
-    doc = path.read_text()
-    start = doc.find(SECTION + "\n")
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        nxt = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + ("" if nxt < 0 else doc[nxt:])
-    path.write_text(doc if doc.endswith("\n") else doc + "\n")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=24)
@@ -214,7 +211,13 @@ def main(argv=None):
     for f in dataclasses.fields(Run):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--grid", help="also draw the first seed's pictures of every setting as a grid PNG here")
+    parser.add_argument("--plot", help="with --merge: the trade-off plot (target reached vs IoU) PNG here")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="only combine the latent.json files of runs split over processes into --out")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out), args.reference, args.plot)
     torch.set_num_threads(args.threads)
     run = Run(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Run)})
     names = list(SETTINGS) if args.settings == "all" else [s.strip() for s in args.settings.split(",")]
@@ -236,7 +239,32 @@ def main(argv=None):
         "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in names},
         "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
         "results": [r.to_json() for r in results]}, indent=1) + "\n")
-    (out / "table.md").write_text(md)
+    (out / "latent_table.md").write_text(md)
+    if args.grid:
+        from bench.world.figures import grid
+        grid(edits, results, Path(args.grid), columns=names)
+
+
+def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None) -> None:
+    """One latent.json and table of several runs (same edits and seeds, disjoint settings)."""
+    from bench.quality import SettingResult, table
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    first = runs[0]
+    for r in runs[1:]:
+        if r["edits"] != first["edits"] or r["seeds"] != first["seeds"] or r["run"] != first["run"]:
+            raise SystemExit(f"--merge: the runs differ in edits, seeds or run settings: {paths}")
+    combined = {**first, "command": [r["command"] for r in runs], "machine": [r["machine"] for r in runs],
+                "settings": {k: v for r in runs for k, v in r["settings"].items()},
+                "results": [res for r in runs for res in r["results"]]}
+    results = [SettingResult.from_json(d) for d in combined["results"]]
+    md = table(results, baseline=reference)
+    print(md)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latent.json").write_text(json.dumps(combined, indent=1) + "\n")
+    (out / "latent_table.md").write_text(md)
+    if plot:
+        from bench.world.figures import tradeoff_plot
+        tradeoff_plot(results, Path(plot), title="Style reached vs content kept (latent guider, miniature world)")
 
 
 if __name__ == "__main__":
