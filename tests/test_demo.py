@@ -117,7 +117,7 @@ def test_make_demo_tiny_end_to_end(tmp_path):
     import torch
 
     from bench.world.grader import load_grader
-    from zecon_core.images import pil_to_tensor
+    from zecon_core.files.images import pil_to_tensor
 
     import harness
 

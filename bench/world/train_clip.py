@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from bench.world import manifest
 from bench.world.world import COLOURS, SHAPES, TEXTURES, Scene, caption, render, sample_scenes
-from zecon_core.clip_model import OPENAI_MEAN, OPENAI_STD, pool_matrix
+from zecon_core.guidance.clip_model import OPENAI_MEAN, OPENAI_STD, pool_matrix
 
 IMAGE_SIZE = 32
 MODEL_CONFIG = {
