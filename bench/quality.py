@@ -34,7 +34,7 @@ import torch
 import zecon_core as zc
 from bench.world import manifest
 from bench.world.grader import load_grader
-from bench.world.metrics import METRICS, Edit, finite_mean, make_edits, paired_interval, score
+from bench.world.metrics import GATE_IOU, METRICS, Edit, finite_mean, make_edits, paired_interval, score
 from bench.world.world import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,7 @@ RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 PLOT = ROOT / "docs" / "images" / "quality_tradeoff.png"
 GRID = ROOT / "docs" / "images" / "quality_grid.png"
 SECTION = "## Quality (miniature world)"
+GATE_IOU_TEXT = f"{GATE_IOU}"
 BASELINE = "CLIP, ZeCon 0"
 DEFAULTS = "defaults (ZeCon 500)"
 RESPACING, SKIP = "50", 25
@@ -187,6 +188,33 @@ def write_section(text: str, path: Path = RESULTS_MD) -> None:
     path.write_text(doc if doc.endswith("\n") else doc + "\n")
 
 
+def section(results: list[SettingResult], n_sources: int, n_seeds: int, command: str) -> str:
+    """The RESULTS.md section: what ran, on which machine, the table, and the figures."""
+    return f"""{SECTION}
+
+Written by `{command}` (raw per-picture results: `bench/results/quality/pixel.json`).
+Pixel backbone, the pack's own `encode_style` -> `invert` (respacing 50, skip 25) -> `sample_guided`
+on the committed miniature models (`bench/world/weights/`: ADM UNet 32 px, tiny open_clip CLIP),
+scored by the grader (a CNN that never guides) against the ground truth of the world
+(`bench/world/world.py`). {n_sources} sources (alternately a texture and a colour change) x {n_seeds}
+seeds. Loss weights: the paper's (`GuidanceConfig()`), VGG 0 (the world has no trained VGG), not
+normalised for resolution (`normalise_resolution=False`, the original's convention; at 32 px they
+act 64x more per pixel than at 256 px). Machine: {machine()}.
+
+* **target reached**: the grader names the target texture / colour *and* the object's geometry
+  held (IoU >= {GATE_IOU_TEXT}); **kept**: shape and the other attribute as in the source (same gate);
+  **IoU**: the object segmented off the known background grey vs the true mask; PSNR / SSIM
+  against the ground-truth render; **success**: target reached, all else kept, IoU >= 0.8.
+* Δ columns: paired differences to "{BASELINE}" (same sources, same seeds), mean and 95 %
+  bootstrap interval over sources (seeds averaged per source).
+
+{table(results)}
+![trade-off](../docs/images/quality_tradeoff.png)
+
+![before/after](../docs/images/quality_grid.png)
+"""
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=24)
@@ -200,13 +228,15 @@ def main(argv=None):
     if args.write:
         from bench.world import figures
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        command = "python -m bench.quality " + " ".join(argv if argv is not None else os.sys.argv[1:])
         RESULTS_JSON.write_text(json.dumps({
-            "command": "python -m bench.quality " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+            "command": command,
             "machine": machine(), "sources": args.sources, "seeds": args.seeds,
             "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
             "results": [r.to_json() for r in results]}, indent=1) + "\n")
         figures.tradeoff_plot(results, PLOT)
         figures.grid(edits, results, GRID)
+        write_section(section(results, args.sources, args.seeds, command))
         print(f"wrote {RESULTS_JSON}, {PLOT}, {GRID}")
 
 

@@ -33,7 +33,7 @@ from .draws import Draws
 
 # CPU default of ZeconGuidance.clip_batch: CLIP passes with gradients hold at most about this many bytes of
 # activations (ViT-B/16 at 224 px: 4 views a pass); a small CLIP takes all its views in one pass
-CPU_CLIP_MEMORY = 768 * 2**20
+CPU_CLIP_MEMORY = 640 * 2**20
 # views per pass on the CPU for a CLIP whose activation size is not known (not a ViT)
 CPU_CLIP_BATCH = 4
 _SURROGATE = "_clip_pixels_surrogate"
