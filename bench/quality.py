@@ -1,6 +1,7 @@
 """Quality benchmark in the miniature world: restyles scored against the ground truth.
 
-    python -m bench.quality [--sources 24] [--seeds 3] [--settings all|NAME,...] [--write]
+    python -m bench.quality [--sources 24] [--seeds 3] [--respacing 50 --skip 25]
+                            [--settings all|"NAME;NAME"] [--parts DIR] [--merge DIR] [--write]
 
 For the pixel backbone (the pack's ``encode_style`` -> ``invert`` -> ``sample_guided`` on the
 committed miniature UNet and CLIP, 32 px, respacing 50, skip 25): every setting restyles the
@@ -9,6 +10,10 @@ with each of ``--seeds`` seeds, and ``metrics.score`` grades the outputs with th
 never guides) against the ground truth. ``--write`` writes the raw results
 (``bench/results/quality/pixel.json``), the table in ``bench/RESULTS.md`` (section "Quality
 (miniature world)"), the trade-off plot and the before/after grid under ``docs/images/``.
+
+``--parts DIR`` saves each setting's result (with its pictures) as ``DIR/<setting>.pt`` so that
+settings can run in separate processes; ``--merge DIR`` reads them back (in the settings' order)
+for the table and ``--write``.
 
 Backbone-agnostic hook: ``run_setting(name, restyle, edits, seeds, grader)`` runs any
 ``restyle(edits, seed) -> pictures [B, 3, H, W] in [-1, 1]`` (square, any size) and returns a
@@ -34,7 +39,7 @@ import torch
 import zecon_core as zc
 from bench.world import manifest
 from bench.world.grader import load_grader
-from bench.world.metrics import METRICS, Edit, finite_mean, make_edits, paired_interval, score
+from bench.world.metrics import GATE_IOU, METRICS, Edit, finite_mean, make_edits, paired_interval, score
 from bench.world.world import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,9 +48,9 @@ RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 PLOT = ROOT / "docs" / "images" / "quality_tradeoff.png"
 GRID = ROOT / "docs" / "images" / "quality_grid.png"
 SECTION = "## Quality (miniature world)"
+GATE_IOU_TEXT = f"{GATE_IOU}"
 BASELINE = "CLIP, ZeCon 0"
 DEFAULTS = "defaults (ZeCon 500)"
-RESPACING, SKIP = "50", 25
 
 
 @dataclass
@@ -104,7 +109,8 @@ def pixel_settings() -> list[PixelSetting]:
 class PixelWorld:
     """The committed miniature pixel models through the pack's loaders; inversions cached per edit list."""
 
-    def __init__(self):
+    def __init__(self, respacing: str = "50", skip: int = 25):
+        self.respacing, self.skip = respacing, skip
         self.model = zc.load_diffusion_model(manifest.UNET)
         self.clip = zc.load_clip(path=manifest.CLIP)
         self._inversions: dict[tuple, zc.Inversion] = {}
@@ -113,7 +119,7 @@ class PixelWorld:
         key = tuple(edits)
         if key not in self._inversions:
             sources = render([e.source for e in edits], 32)
-            self._inversions[key] = zc.invert(self.model, sources, respacing=RESPACING, skip=SKIP)
+            self._inversions[key] = zc.invert(self.model, sources, respacing=self.respacing, skip=self.skip)
         return self._inversions[key]
 
     def restyler(self, setting: PixelSetting) -> Callable[[list[Edit], int], torch.Tensor]:
@@ -130,10 +136,10 @@ class PixelWorld:
         return restyle
 
 
-def run_pixel(n_sources: int, seeds: list[int], names: list[str] | None = None,
-              edit_seed: int = 2024) -> tuple[list[Edit], list[SettingResult]]:
+def run_pixel(n_sources: int, seeds: list[int], names: list[str] | None = None, edit_seed: int = 2024,
+              respacing: str = "50", skip: int = 25) -> tuple[list[Edit], list[SettingResult]]:
     torch.set_num_threads(1)
-    world, grader = PixelWorld(), load_grader()
+    world, grader = PixelWorld(respacing, skip), load_grader()
     edits = make_edits(n_sources, edit_seed)
     results = []
     for setting in pixel_settings():
@@ -187,27 +193,84 @@ def write_section(text: str, path: Path = RESULTS_MD) -> None:
     path.write_text(doc if doc.endswith("\n") else doc + "\n")
 
 
+def section(results: list[SettingResult], n_sources: int, n_seeds: int, command: str, respacing: str = "50",
+            skip: int = 25) -> str:
+    """The RESULTS.md section: what ran, on which machine, the table, and the figures."""
+    return f"""{SECTION}
+
+Written by `{command}` (raw per-picture results: `bench/results/quality/pixel.json`).
+Pixel backbone, the pack's own `encode_style` -> `invert` (respacing {respacing}, skip {skip}) -> `sample_guided`
+on the committed miniature models (`bench/world/weights/`: ADM UNet 32 px, tiny open_clip CLIP),
+scored by the grader (a CNN that never guides) against the ground truth of the world
+(`bench/world/world.py`). {n_sources} sources (alternately a texture and a colour change) x {n_seeds}
+seeds. Loss weights: the paper's (`GuidanceConfig()`), VGG 0 (the world has no trained VGG), not
+normalised for resolution (`normalise_resolution=False`, the original's convention; at 32 px they
+act 64x more per pixel than at 256 px). Machine: {machine()}.
+
+* **target reached**: the grader names the target texture / colour *and* the object's geometry
+  held (IoU >= {GATE_IOU_TEXT}); **kept**: shape and the other attribute as in the source (same gate);
+  **IoU**: the object segmented off the known background grey vs the true mask; PSNR / SSIM
+  against the ground-truth render; **success**: target reached, all else kept, IoU >= 0.8.
+* Δ columns: paired differences to "{BASELINE}" (same sources, same seeds), mean and 95 %
+  bootstrap interval over sources (seeds averaged per source).
+
+{table(results)}
+![trade-off](../docs/images/quality_tradeoff.png)
+
+![before/after](../docs/images/quality_grid.png)
+"""
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=24)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--respacing", default="50")
+    parser.add_argument("--skip", type=int, default=25)
     parser.add_argument("--settings", default="all", help="'all' or setting names separated by ';'")
+    parser.add_argument("--parts", type=Path, help="save each setting's result in this folder")
+    parser.add_argument("--merge", type=Path, help="read the settings' results from this folder instead of running")
     parser.add_argument("--write", action="store_true", help="write the JSON, RESULTS.md section, plot, grid")
     args = parser.parse_args(argv)
     names = None if args.settings == "all" else [s.strip() for s in args.settings.split(";")]
-    edits, results = run_pixel(args.sources, list(range(args.seeds)), names)
+    edits = make_edits(args.sources, 2024)
+    if args.merge:
+        results = []
+        for setting in pixel_settings():
+            part = args.merge / f"{_slug(setting.name)}.pt"
+            if part.exists() and (names is None or setting.name in names):
+                d = torch.load(part)
+                r = SettingResult.from_json(d["result"])
+                r.pictures = d["pictures"]
+                results.append(r)
+    else:
+        edits, results = run_pixel(args.sources, list(range(args.seeds)), names, respacing=args.respacing,
+                                   skip=args.skip)
+        if args.parts:
+            args.parts.mkdir(parents=True, exist_ok=True)
+            for r in results:
+                torch.save({"result": r.to_json(), "pictures": r.pictures}, args.parts / f"{_slug(r.name)}.pt")
     print(table(results))
     if args.write:
         from bench.world import figures
+        command = (f"python -m bench.quality --sources {args.sources} --seeds {args.seeds} "
+                   f"--respacing {args.respacing} --skip {args.skip}")
+        if args.merge:
+            command += " (one process per setting with --settings NAME --parts DIR, then --merge DIR --write)"
         RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_JSON.write_text(json.dumps({
-            "command": "python -m bench.quality " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+            "command": command, "respacing": args.respacing, "skip": args.skip,
             "machine": machine(), "sources": args.sources, "seeds": args.seeds,
             "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
             "results": [r.to_json() for r in results]}, indent=1) + "\n")
         figures.tradeoff_plot(results, PLOT)
         figures.grid(edits, results, GRID)
-        print(f"wrote {RESULTS_JSON}, {PLOT}, {GRID}")
+        write_section(section(results, args.sources, args.seeds, command, args.respacing, args.skip))
+        print(f"wrote {RESULTS_JSON}, {PLOT}, {GRID}, {RESULTS_MD}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Train the miniature CLIP: open_clip's ``CLIP`` classes at a custom size, on world pictures.
 
-    python -m bench.world.train_clip [--steps 1500] [--batch 48] [--seed 0]
+    python -m bench.world.train_clip [--steps 400] [--batch 32] [--seed 0]
 
 ViT at 32 px (patch 8, width 128, 4 layers, 2 heads), text transformer width 64, 2 layers,
 context 16, open_clip's BPE tokenizer, QuickGELU (the OpenAI layout the pack loads), 64-d
@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from bench.world import manifest
 from bench.world.world import COLOURS, SHAPES, TEXTURES, Scene, caption, render, sample_scenes
-from zecon_core.clip_model import OPENAI_MEAN, OPENAI_STD, pool_matrix
+from zecon_core.guidance.clip_model import OPENAI_MEAN, OPENAI_STD, pool_matrix
 
 IMAGE_SIZE = 32
 MODEL_CONFIG = {
@@ -97,8 +97,8 @@ def zero_shot(model, tokens, n=600, seed=123) -> dict[str, float]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(manifest.CLIP))

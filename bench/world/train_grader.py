@@ -1,6 +1,6 @@
 """Train the grader (``bench.world.grader.Grader``) on world pictures.
 
-    python -m bench.world.train_grader [--steps 1500] [--batch 64] [--seed 0]
+    python -m bench.world.train_grader [--steps 600] [--batch 64] [--seed 0]
 
 Made robust to what diffusion outputs look like: pictures rendered at 32 or 64 px, then Gaussian
 noise (sd up to 0.15), a blur (probability 1/2), a brightness/contrast jitter of up to 10 % and
@@ -41,7 +41,7 @@ def accuracy(model: Grader, n: int = 1000, seed: int = 321) -> dict[str, float]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """Differentiable, batched CLIP view augmentations (the original used kornia).
 
-A view is: an optional random resized crop (128x128, area fraction in
-[patch_min, patch_max]), then with probability ``aug_prob`` a random affine
+A view is: an optional random resized crop (``crop_size`` square, 128 as the original, area
+fraction in [patch_min, patch_max]), then with probability ``aug_prob`` a random affine
 (±15°, border padding) and with probability ``aug_prob`` a random perspective
 (distortion 0.7, zero padding). Parameters are drawn for all views at once
 (``sample_view_params``) and applied in one op per stage (``render_views``);
@@ -37,6 +37,7 @@ class ViewParams:
     ``crop_boxes``: [n, 4] int64 (x0, y0, x1, y1), inclusive pixel indices, or None (no crop).
     ``affine`` / ``perspective``: [n, 3, 3] float64 maps from input to output pixel coordinates.
     ``affine_applied`` / ``perspective_applied``: [n] bool.
+    ``crop_size``: the side the crops are rendered at (the warps are drawn for it).
     """
 
     crop_boxes: torch.Tensor | None
@@ -44,6 +45,7 @@ class ViewParams:
     affine_applied: torch.Tensor
     perspective: torch.Tensor
     perspective_applied: torch.Tensor
+    crop_size: int = CROP_SIZE
 
     def __len__(self):
         return self.affine.shape[0]
@@ -51,8 +53,13 @@ class ViewParams:
 
 def sample_view_params(n: int, height: int, width: int, *, crop: bool, patch_min: float = 0.01,
                        patch_max: float = 0.3, aug_prob: float = 1.0,
-                       generator: torch.Generator | None = None, region: torch.Tensor | None = None) -> ViewParams:
+                       generator: torch.Generator | None = None, region: torch.Tensor | None = None,
+                       crop_size: int = CROP_SIZE) -> ViewParams:
     """Draw the parameters of ``n`` views of an image of ``height`` x ``width``.
+
+    ``crop_size``: crops are rendered at this side (the original's 128; a CLIP with a smaller
+    input takes its own size, see ``ZeconGuidance``). The draws do not depend on it: the same
+    generator state gives the same boxes and the same warps relative to the view's size.
 
     ``region`` (crops only): [height, width] non-negative weights, e.g. a mask; each crop is then
     placed around a pixel drawn with these weights (the crop's size is drawn as without a region),
@@ -62,7 +69,9 @@ def sample_view_params(n: int, height: int, width: int, *, crop: bool, patch_min
         return torch.rand(*shape, generator=generator, dtype=torch.float64)
 
     boxes = _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, region, generator) if crop else None
-    h, w = (CROP_SIZE, CROP_SIZE) if crop else (height, width)
+    if isinstance(crop_size, bool) or not isinstance(crop_size, int) or crop_size < 1:
+        raise ValueError(f"crop_size must be an integer >= 1, got {crop_size!r}")
+    h, w = (crop_size, crop_size) if crop else (height, width)
     angle = (rand(n) * 2 - 1) * MAX_DEGREES
     shift_y = (rand(n) * 2 - 1) * MAX_TRANSLATE * h
     affine = affine_matrices(angle, torch.zeros(n, dtype=torch.float64), shift_y, h, w)
@@ -73,7 +82,7 @@ def sample_view_params(n: int, height: int, width: int, *, crop: bool, patch_min
     end = start + factor * rand(n, 4, 2) * inward
     perspective = homographies(start, end)
     perspective_applied = rand(n) < aug_prob
-    return ViewParams(boxes, affine, affine_applied, perspective, perspective_applied)
+    return ViewParams(boxes, affine, affine_applied, perspective, perspective_applied, crop_size)
 
 
 def _sample_crop_boxes(n, height, width, patch_min, patch_max, rand, region=None, generator=None, tries=10):
@@ -145,7 +154,7 @@ def homographies(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
 def render_views(images: torch.Tensor, params: ViewParams, item: torch.Tensor) -> torch.Tensor:
     """Views [n, C, h, w] of ``images`` [B, C, H, W]; view k is taken from image ``item[k]``."""
     if params.crop_boxes is not None:
-        views = crop_resize(images, params.crop_boxes, item)
+        views = crop_resize(images, params.crop_boxes, item, params.crop_size)
     else:
         views = images.index_select(0, item.to(images.device))
     views = _warp_where(views, params.affine, params.affine_applied, "border")

@@ -8,6 +8,7 @@ mapped to [0, 1] and normalised with CLIP's mean and std.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ class ClipModel:
     def to(self, device) -> "ClipModel":
         self.model.to(device)
         return self
+
+    def view_activation_bytes(self) -> int | None:
+        """Estimated fp32 bytes one image view keeps for the backward pass through a ViT image tower:
+        per block and token about 16 x width values (norms, q/k/v, attention output, 4x MLP) plus
+        2 x heads x tokens attention weights. ViT-B/16 at 224 px: about 160 MB. None when not a ViT."""
+        v = getattr(self.model, "visual", None)
+        blocks = list(getattr(getattr(v, "transformer", None), "resblocks", ()))
+        conv = getattr(v, "conv1", None)
+        if not blocks or conv is None or not hasattr(blocks[0], "attn"):
+            return None
+        width, patch = conv.out_channels, conv.kernel_size[0]
+        tokens = (self.image_size // patch) ** 2 + 1
+        heads = int(getattr(blocks[0].attn, "num_heads", 1))
+        return 4 * len(blocks) * tokens * (16 * width + 2 * heads * tokens)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` including the start and end tokens."""
@@ -183,13 +198,22 @@ def load_clip(name: str = DEFAULT_CLIP[0], pretrained: str | None = DEFAULT_CLIP
     """Load CLIP by open_clip name and pretrained tag, or from a local OpenAI-format state dict ``path``.
 
     Named weights are fetched by open_clip itself (Hugging Face hub) into ``cache_dir``.
+    A local file with a model config beside it (``local_config``: same name, ``.json``) is built
+    from that config (open_clip's ``CLIP`` classes: any widths, heads, context length, activation);
+    without one, the OpenAI builder reads the shapes off the weights (OpenAI's layouts: 64-wide
+    heads, QuickGELU). Either way the tokenizer is open_clip's BPE tokenizer at the model's context.
     """
     import open_clip
 
     if path is not None:
-        model = _from_openai_state_dict(Path(path))
-        ident = str(Path(path).resolve())
-        tokenizer = open_clip.get_tokenizer("ViT-B-16")
+        path = Path(path)
+        config = local_config(path)
+        model = _from_config(path, config) if config else _from_openai_state_dict(path)
+        ident = str(path.resolve())
+        tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=int(model.context_length))
+        preprocess = (config or {}).get("preprocess_cfg", {})
+        if "mean" in preprocess and "std" in preprocess:
+            model.visual.image_mean, model.visual.image_std = tuple(preprocess["mean"]), tuple(preprocess["std"])
     else:
         try:
             model = open_clip.create_model(name, pretrained=pretrained or None,
@@ -208,6 +232,48 @@ def load_clip(name: str = DEFAULT_CLIP[0], pretrained: str | None = DEFAULT_CLIP
     mean = getattr(model.visual, "image_mean", None) or OPENAI_MEAN
     std = getattr(model.visual, "image_std", None) or OPENAI_STD
     return ClipModel(model, tokenizer, ident, size, tuple(mean), tuple(std))
+
+
+def local_config(path: Path) -> dict | None:
+    """The model config shipped beside a local CLIP file (``<name>.json``), or None.
+
+    The layout is open_clip's (as ``open_clip_config.json`` on the Hugging Face hub):
+    ``{"model_cfg": {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", ...},
+    "preprocess_cfg": {"mean", "std"}}``; a bare model config (no ``model_cfg`` key) is read too.
+    """
+    config_path = Path(path).with_suffix(".json")
+    if not config_path.is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{config_path.name} (the CLIP config beside {Path(path).name}) is not readable JSON: {e}") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path.name}: expected a JSON object with 'model_cfg', got {type(config).__name__}")
+    if "model_cfg" not in config:
+        config = {"model_cfg": config}
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in config["model_cfg"]]
+    if missing:
+        raise CheckpointError(f"{config_path.name}: model_cfg lacks {', '.join(missing)} (open_clip's model config layout)")
+    return config
+
+
+def _from_config(path: Path, config: dict) -> torch.nn.Module:
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    cfg = dict(config["model_cfg"])
+    name = path.with_suffix(".json").name
+    try:
+        model = CLIP(cfg.pop("embed_dim"), CLIPVisionCfg(**cfg.pop("vision_cfg")), CLIPTextCfg(**cfg.pop("text_cfg")),
+                     **cfg)
+    except TypeError as e:
+        raise CheckpointError(f"{name}: not an open_clip CLIP config ({e})") from e
+    sd = {k: v.float() for k, v in load_state_dict(path).items()}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path.name} does not fit its config {name}: {e}") from e
+    return model
 
 
 def _from_openai_state_dict(path: Path) -> torch.nn.Module:

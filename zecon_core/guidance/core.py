@@ -28,12 +28,17 @@ from typing import Callable
 import torch
 
 from . import losses as L
-from .augment import render_views
+from .augment import CROP_SIZE, render_views
 from .draws import Draws
 
-# CPU default of ZeconGuidance.clip_batch: views per CLIP pass with gradients (memory; no cost in speed)
+# CPU default of ZeconGuidance.clip_batch: CLIP passes with gradients hold at most about this many bytes of
+# activations (ViT-B/16 at 224 px: 4 views a pass); a small CLIP takes all its views in one pass
+CPU_CLIP_MEMORY = 640 * 2**20
+# views per pass on the CPU for a CLIP whose activation size is not known (not a ViT)
 CPU_CLIP_BATCH = 4
 _SURROGATE = "_clip_pixels_surrogate"
+
+N_REF = 3 * 256 * 256   # values of one picture of the original's 256-px pixel model
 
 LOSS_NAMES = ("clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse", "vgg", "range")
 CLIP_LOSSES = LOSS_NAMES[:4]
@@ -49,6 +54,10 @@ class GuidanceConfig:
     draws separate views).
     ``mse_max_t`` / ``vgg_max_t``: MSE and VGG apply while the respaced index is
     below these (the original's ``t < 700`` / ``t < 800``).
+    ``normalise_resolution`` (pixel backbone): multiply the guidance gradient by N / N_REF
+    (N = 3·H·W values per picture, N_REF = 3·256·256), as the latent guider always does, so the
+    weights keep the per-pixel strength they have at the original's 256 px. Off by default
+    (the original): every loss is a mean, so at 32 px the paper's weights act 64x more per pixel.
     """
 
     clip_global: float = 0.0
@@ -69,6 +78,7 @@ class GuidanceConfig:
     mse_max_t: int = 700
     vgg_max_t: int = 800
     shared_views: bool = False
+    normalise_resolution: bool = False
 
     def __post_init__(self):
         for name in LOSS_NAMES:
@@ -160,7 +170,13 @@ class ZeconGuidance:
     each batch is differentiated and freed before the next, so CLIP's activation
     memory is that of ``clip_batch`` views instead of all of them (the gradient is
     the same sum). ``None``: all views in one pass (best GPU utilisation).
-    ``"auto"`` (default): 4 on the CPU, where batching gains nothing, None on a GPU.
+    ``"auto"`` (default): None on a GPU; on the CPU as many views as fit ``CPU_CLIP_MEMORY`` of
+    activations (``ClipModel.view_activation_bytes``: 4 for ViT-B/16, all of them for a small
+    CLIP, whose hundreds of tiny passes would cost more than the CLIP itself), else ``CPU_CLIP_BATCH``.
+
+    Patch crops are rendered at ``crop_size``: the original's 128 px, or the CLIP's input side
+    when it is smaller (the crops are pooled to that side anyway; rendering them at 128 costs
+    (128 / side)² more in the warps and their backward).
     """
 
     def __init__(self, config: GuidanceConfig, inputs: GuidanceInputs, draws: Draws, *,
@@ -224,9 +240,18 @@ class ZeconGuidance:
         return torch.autograd.grad(outputs, inputs, grad_outputs)
 
     def _clip_chunk(self, like: torch.Tensor) -> int | None:
-        if self.clip_batch == "auto":
-            return CPU_CLIP_BATCH if like.device.type == "cpu" else None
-        return self.clip_batch
+        if self.clip_batch != "auto":
+            return self.clip_batch
+        if like.device.type != "cpu":
+            return None
+        per_view = getattr(self.clip, "view_activation_bytes", lambda: None)()
+        return CPU_CLIP_BATCH if per_view is None else max(1, CPU_CLIP_MEMORY // per_view)
+
+    @property
+    def crop_size(self) -> int:
+        """Side the patch crops are rendered at: ``augment.CROP_SIZE`` (128), or CLIP's input side if smaller."""
+        side = getattr(self.clip, "image_size", None)
+        return min(CROP_SIZE, int(side)) if side else CROP_SIZE
 
     def weights_on(self, only: str | None = None) -> dict[str, bool]:
         """Which losses have a weight > 0 (all, or only ``only``)."""
@@ -267,7 +292,7 @@ class ZeconGuidance:
         cfg, batch = self.cfg, image.shape[0]
         params = self.draws.views(i, key, cfg.n_patch, batch, *image.shape[-2:], crop=crop,
                                   patch_min=cfg.patch_min, patch_max=cfg.patch_max, aug_prob=cfg.aug_prob,
-                                  region=self.inputs.region)
+                                  region=self.inputs.region, crop_size=self.crop_size)
         item = torch.arange(batch).repeat_interleave(cfg.n_patch)
         return render_views(image, params, item)
 

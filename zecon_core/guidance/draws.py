@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .augment import ViewParams, sample_view_params
+from .augment import CROP_SIZE, ViewParams, sample_view_params
 
 
 class Draws:
@@ -50,7 +50,7 @@ class Draws:
 
     def views(self, i: int, key: str, n: int, batch: int, height: int, width: int, *, crop: bool,
               patch_min: float, patch_max: float, aug_prob: float,
-              region: torch.Tensor | None = None) -> ViewParams:
+              region: torch.Tensor | None = None, crop_size: int = CROP_SIZE) -> ViewParams:
         """Parameters of ``n`` augmented views per item (item-major: views of item 0 first).
 
         ``region``: [batch, 1, height, width] weights (a prepared mask) or None; crops of item b
@@ -59,7 +59,7 @@ class Draws:
         regions = [None] * batch if region is None or not crop else [r[0] for r in region]
         params = [
             sample_view_params(n, height, width, crop=crop, patch_min=patch_min, patch_max=patch_max,
-                               aug_prob=aug_prob, generator=g, region=r)
+                               aug_prob=aug_prob, generator=g, region=r, crop_size=crop_size)
             for g, r in zip(self._per_item(batch), regions)
         ]
         return concat_view_params(params)
@@ -75,4 +75,5 @@ def concat_view_params(params: Sequence[ViewParams]) -> ViewParams:
         torch.cat([p.affine_applied for p in params]),
         torch.cat([p.perspective for p in params]),
         torch.cat([p.perspective_applied for p in params]),
+        params[0].crop_size,
     )

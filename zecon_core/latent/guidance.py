@@ -37,13 +37,12 @@ from typing import Callable
 
 import torch
 
-from ..guidance.core import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
+from ..guidance.core import CONTENT_LOSSES, N_REF, LossView, NonFiniteError, ZeconGuidance
 from ..guidance.mask import inside, keep_outside
 
 __all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder"]
 
 GUIDANCE_MODES = ("shortcut", "full")
-N_REF = 3 * 256 * 256   # elements of one image of the original's 256-px pixel model
 
 Decode = Callable[[torch.Tensor], torch.Tensor]     # model-space latent [B, C, h, w] -> image [B, 3, H, W] in [-1, 1]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..guidance.core import GuidanceConfig, GuidanceInputs, LossView, ZeconGuidance
+from ..guidance.core import N_REF, GuidanceConfig, GuidanceInputs, LossView, ZeconGuidance
 from ..guidance.draws import Draws
 from .diffusion import q_sample
 from .schedule import Schedule
@@ -45,8 +45,12 @@ class PixelGuidance(ZeconGuidance):
         self.s = schedule
 
     def __call__(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor):
-        """-∇_x L and the weighted loss values of the pixel backbone (the original's ``cond_fn``)."""
-        return self.gradient(self.pixel_view(x, i, pred_x0), x, self._on(i), i)
+        """-∇_x L and the weighted loss values of the pixel backbone (the original's ``cond_fn``);
+        times N / N_REF with ``normalise_resolution`` (see ``GuidanceConfig``)."""
+        grad, losses = self.gradient(self.pixel_view(x, i, pred_x0), x, self._on(i), i)
+        if self.cfg.normalise_resolution:
+            grad = grad * (x[0].numel() / N_REF)
+        return grad, losses
 
     def pixel_view(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor) -> LossView:
         """The pixel backbone's view: x̂ = x̂0 f + x_i (1 - f) against ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)."""

@@ -18,7 +18,9 @@ from .unet import ADMConfig, UNetModel
 _compile_with_dynamo = torch.compile
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-MIN_IMAGE_SIZE = 64
+# the smallest side a UNet takes, in multiples of its downsampling factor: its deepest level is at
+# least 2x2 (64 px for the 32x-downsampling ImageNet and FFHQ models, 16 px for an 8x one)
+MIN_SIZE_FACTOR = 2
 
 
 @dataclass(eq=False)
@@ -100,11 +102,18 @@ class DiffusionModel:
         with self._autocast():
             return [f.float() for f in self.unet.encode(x, t, blocks)]
 
+    @property
+    def min_image_size(self) -> int:
+        """The smallest side this UNet takes: ``MIN_SIZE_FACTOR`` x its downsampling factor."""
+        return MIN_SIZE_FACTOR * self.config.downsample_factor
+
     def check_image_size(self, height: int, width: int) -> None:
         """Raise ``ValueError`` for sizes the UNet cannot take."""
         m = self.config.downsample_factor
-        if height < MIN_IMAGE_SIZE or width < MIN_IMAGE_SIZE:
-            raise ValueError(f"image is {width}x{height}; the diffusion model needs at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE}")
+        least = self.min_image_size
+        if height < least or width < least:
+            raise ValueError(f"image is {width}x{height}; the diffusion model needs at least {least}x{least} "
+                             f"(it downsamples {m}x)")
         if height % m or width % m:
             raise ValueError(
                 f"image is {width}x{height}; this UNet downsamples {m}x, so both sides must be multiples of {m}"
