@@ -50,7 +50,7 @@ class Setting:
 
 SETTINGS = {
     "ceiling: VAE round trip of the ground truth": Setting(guided=False, ceiling=True),
-    "no guidance": Setting(guided=False),
+    "no guidance": Setting(guided=False, clip=False),
     "CLIP, ZeCon 0": Setting(weights={"zecon": 0.0}),
     "defaults (ZeCon 500)": Setting(),
     "ZeCon 125": Setting(weights={"zecon": 125.0}),
@@ -70,6 +70,10 @@ SETTINGS = {
     "prompt only, zecon=2000": Setting(clip=False, weights={"zecon": 2000.0}),
     "prompt only, zecon=8000": Setting(clip=False, weights={"zecon": 8000.0}),
     "prompt only, full mode": Setting(clip=False, mode="full"),
+    "prompt only, strength 10": Setting(clip=False, strength=10.0),
+    "prompt only, strength 30": Setting(clip=False, strength=30.0),
+    "prompt only, strength 100": Setting(clip=False, strength=100.0),
+    "prompt only, strength 30, zecon=0": Setting(clip=False, strength=30.0, weights={"zecon": 0.0}),
 }
 REFERENCE = "CLIP, ZeCon 0"
 DEFAULTS = "defaults (ZeCon 500)"
