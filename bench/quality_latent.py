@@ -1,6 +1,7 @@
 """The latent half of the quality benchmark: the ZeCon Guider on the miniature SD1.5-config model.
 
-    python -m bench.quality_latent [--sources 24] [--seeds 0,1,2] [--settings all|NAME,...] [--write]
+    python -m bench.quality_latent [--sources 24] [--seeds 0,1,2] [--settings all|NAME;NAME...] [--out DIR] [--grid PNG]
+    python -m bench.quality_latent --merge DIR1/latent.json DIR2/latent.json ... --out DIR --plot PNG
 
 The edits are bench.quality's (``bench.world.metrics.make_edits``: alternately a texture and a colour
 change of a world picture, the shape kept, with its ground truth), scored by ``bench.world.metrics.score``
@@ -60,6 +61,9 @@ SETTINGS = {
     "strength 0.5": Setting(strength=0.5),
     "strength 2": Setting(strength=2.0),
     "strength 4": Setting(strength=4.0),
+    "strength 10": Setting(strength=10.0),
+    "strength 30": Setting(strength=30.0),
+    "strength 10, ZeCon 0": Setting(strength=10.0, weights={"zecon": 0.0}),
     "layers 0": Setting(layers="0"),
     "layers 3": Setting(layers="3"),
     "layers 0,1,3": Setting(layers="0,1,3"),
@@ -209,7 +213,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sources", type=int, default=24)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--settings", default="all", help="comma-separated names of SETTINGS, or all")
+    parser.add_argument("--settings", default="all", help="names of SETTINGS separated by ';', or all")
     parser.add_argument("--reference", default=REFERENCE)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "quality"))
     for f in dataclasses.fields(Run):
@@ -224,7 +228,7 @@ def main(argv=None):
         return merge(args.merge, Path(args.out), args.reference, args.plot)
     torch.set_num_threads(args.threads)
     run = Run(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Run)})
-    names = list(SETTINGS) if args.settings == "all" else [s.strip() for s in args.settings.split(",")]
+    names = list(SETTINGS) if args.settings == "all" else [s.strip() for s in args.settings.split(";")]
     unknown = [n for n in names if n not in SETTINGS]
     if unknown:
         raise SystemExit(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
