@@ -14,8 +14,8 @@ the constructor arguments (so a loader needs nothing but the file):
   format the stock VAELoader reads (``taesd_encoder.*``, ``taesd_decoder.*``, ``vae_scale``).
 * ``latent_unet``:  ``comfy.ldm.modules.diffusionmodules.openaimodel.UNetModel`` with
   ``comfy.supported_models.SD15``'s config class (ε prediction, SD1.5's discrete schedule,
-  cross-attention) at model_channels 32 (levels 32, 64 channels at 8x8, 4x4 latents), context 64; MODEL = ``SD15(unet_config).get_model``
-  wrapped in a ``ModelPatcher`` as ComfyUI's loaders do.
+  cross-attention) at model_channels 32 (levels of 32 and 64 channels at 8x8 and 4x4 latents),
+  context 64; MODEL = ``SD15(unet_config).get_model`` in a ``ModelPatcher``, as ComfyUI's loaders do.
 * ``latent_clip``:  ComfyUI's SD1.5 text encoder (``comfy.sd1_clip.SD1ClipModel`` + the real
   CLIP tokenizer) at width 64, 3 layers, seeded random weights, frozen: it only has to tell the
   world's 72 captions apart, and the UNet learns to read it.

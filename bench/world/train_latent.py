@@ -1,12 +1,13 @@
 """Train the miniature latent model (``bench.world.latent_model``) on the world, on one CPU thread.
 
-    python -m bench.world.train_latent vae    # KL VAE (~10 min)
+    python -m bench.world.train_latent vae    # KL VAE (8 min)
     python -m bench.world.train_latent clip   # the frozen seeded text encoder (seconds)
-    python -m bench.world.train_latent unet   # SD15-config UNet on the VAE's latents (~20 min)
-    python -m bench.world.train_latent taesd  # TAESD decoder + encoder on the VAE's latents (~15 min)
+    python -m bench.world.train_latent unet   # SD15-config UNet on the VAE's latents (30 min)
+    python -m bench.world.train_latent taesd  # TAESD decoder + encoder on the VAE's latents (25 min)
 
-Every stage is seeded (``--seed``) and pins one thread, so a rerun gives the same file bit for bit;
-the weights go to ``bench/world/weights/`` (``--out`` elsewhere) as fp16 safetensors.
+(times on one thread of a 2-core machine at load average 5-14.) Every stage is seeded (``--seed``) and pins
+the thread count, so a rerun should give the same file (not re-run to check here); the weights go to
+``bench/world/weights/`` (``--out`` elsewhere) as fp16 safetensors, recorded in its manifest.json.
 """
 from __future__ import annotations
 
@@ -222,7 +223,8 @@ def train_taesd(args) -> dict:
         (loss_dec + loss_enc).backward()
         opt.step()
         if step % 25 == 0 or step == args.steps - 1:
-            log(f"taesd step {step} dec {loss_dec.item():.4f} (psnr {psnr(rec.detach(), xc):.2f}) enc {loss_enc.item():.4f}")
+            log(f"taesd step {step} dec {loss_dec.item():.4f} (psnr {psnr(rec.detach(), xc):.2f}) "
+                f"enc {loss_enc.item():.4f}")
     _, held = pictures(32, DATA_SEED - 2)
     with torch.no_grad():
         zh = model_latents(vae, held)

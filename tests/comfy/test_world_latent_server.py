@@ -8,7 +8,6 @@ The same graph with the stock VAELoader's TAESD-format VAE file runs too.
 """
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
