@@ -396,14 +396,15 @@ class FlowFeatures:
 
 
 def build_features(model_patcher, cond, layers=None, feature: str = "modulated", latent=None, device=None,
-                   dtype=None) -> FlowFeatures:
+                   dtype=None, load: bool = True) -> FlowFeatures:
     """ZeCon features of a flow MODEL with the text context of ``cond`` (the negative prompt's).
 
     ``layers``: the layers the features will be asked for (default: :func:`default_layers`, those the
     model has); the copy holds the blocks up to the deepest. ``feature``: ``"modulated"`` or
     ``"residual"``. ``cond``, ``latent``: see :func:`_model_conds`. ``device``: the model's load device;
-    ``dtype``: :func:`compute_dtype`. Loads the model first (as sampling does) unless its weights are
-    on the meta device."""
+    ``dtype``: :func:`compute_dtype`. ``load``: load the model first with ComfyUI's ``load_models_gpu``
+    (so weight patches are applied) — pass ``False`` where sampling has loaded it already (fully or in
+    low-VRAM mode: both are copied as the forward sees them). Meta-device models are never loaded."""
     family = family_of(model_patcher)
     if feature not in FEATURES:
         raise ValueError(f"feature: {feature!r} is not one of {FEATURES}")
@@ -418,7 +419,8 @@ def build_features(model_patcher, cond, layers=None, feature: str = "modulated",
     if meta:
         device = torch.device("meta")
     else:
-        comfy.model_management.load_models_gpu([model_patcher])
+        if load:
+            comfy.model_management.load_models_gpu([model_patcher])
         device = torch.device(device) if device is not None else model_patcher.load_device
     dtype = dtype or compute_dtype(base, device)
     with torch.inference_mode(False):

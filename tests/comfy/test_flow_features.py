@@ -228,6 +228,70 @@ def test_fp8_file_model_gives_dequantised_features_and_gradients(F, tmp_path):
     mm.unload_all_models()
 
 
+def _scaled_fp8_files(folder, seed):
+    """The SD3.5 weights as a "scaled fp8" file (fp8 Linear weights + per-layer scale_weight, ComfyUI's
+    scaled_fp8_ops) and the float32 file of exactly the weights it represents."""
+    weights = tiny_flow.unet_state_dict("sd35", seed)
+    net = tiny_flow.model_config("sd35").get_model({}).diffusion_model
+    linear = {name + ".weight" for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)}
+    scaled, exact = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, {}
+    for key, v in weights.items():
+        if not (v.is_floating_point() and v.ndim):
+            scaled[key] = exact[key] = v
+        elif key in linear:
+            scale = v.abs().max() / 448
+            scaled[key] = (v / scale).to(torch.float8_e4m3fn)
+            scaled[key[:-len("weight")] + "scale_weight"] = scale.reshape(())
+            exact[key] = scaled[key].float() * scale
+        else:
+            scaled[key] = v.to(torch.float8_e4m3fn)
+            exact[key] = scaled[key].float()
+    return tiny_sd._save(scaled, folder / "scaled.safetensors"), tiny_sd._save(exact, folder / "exact.safetensors")
+
+
+def test_scaled_fp8_file_model_gives_the_features_of_its_dequantised_weights(F, tmp_path):
+    import comfy.model_management as mm
+    scaled_path, exact_path = _scaled_fp8_files(tmp_path, seed=15)
+    scaled = tiny_flow.load_file_model(scaled_path)
+    qkv = scaled.model.diffusion_model.joint_blocks[0].x_block.attn.qkv
+    assert qkv.weight.dtype == torch.float8_e4m3fn and float(qkv.scale_weight) != 1.0
+    x = tiny_flow.latent("sd35", seed=16)
+    cond = tiny_flow.conditioning("sd35", 7)
+    xg = x.clone().requires_grad_()
+    got = F.build_features(scaled, cond, layers=(0, 1))(xg)
+    sum(f.pow(2).mean() for f in got).backward()
+    assert torch.isfinite(xg.grad).all() and xg.grad.abs().max() > 0
+    expected = F.build_features(tiny_flow.load_file_model(exact_path), cond, layers=(0, 1))(x)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, expected))
+    mm.unload_all_models()
+
+
+def test_low_vram_weight_patches_are_baked_into_the_copy(F):
+    """A model loaded in low-VRAM mode applies LoRA-like patches per call (weight functions); the copy
+    holds the patched weights (without loading the model again: load=False, as during sampling)."""
+    import comfy.model_management as mm
+    model = tiny_flow.tiny_model("flux_dev", seed=17)
+    delta = torch.randn(model.model.diffusion_model.img_in.weight.shape, generator=torch.Generator().manual_seed(18))
+    patched = model.clone()
+    patched.add_patches({"diffusion_model.img_in.weight": (0.05 * delta,)}, 1.0)
+    patched.patch_model(device_to=torch.device("cpu"), lowvram_model_memory=1, load_weights=True,
+                        force_patch_weights=False)
+    try:
+        img_in = patched.model.diffusion_model.img_in
+        assert img_in.comfy_cast_weights and img_in.weight_function
+        x = tiny_flow.latent("flux_dev", seed=19)
+        cond = tiny_flow.conditioning("flux_dev", 7)
+        got = F.build_features(patched, cond, layers=(0, 1), load=False)(x)
+    finally:
+        patched.unpatch_model(torch.device("cpu"))
+    reference = tiny_flow.tiny_model("flux_dev", seed=17)
+    with torch.no_grad():
+        reference.model.diffusion_model.img_in.weight += 0.05 * delta
+    expected = F.build_features(reference, cond, layers=(0, 1))(x)
+    mm.unload_all_models()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, expected))
+
+
 def test_fp8_flux_gives_features_and_gradients(F):
     model = tiny_flow.tiny_model("flux_dev", seed=13, weight_dtype=torch.float8_e4m3fn)
     assert model.model.diffusion_model.double_blocks[0].img_attn.qkv.weight.dtype == torch.float8_e4m3fn
