@@ -1,6 +1,8 @@
 """The tiny rectified-flow models (tests/comfy/tiny_flow.py) in ComfyUI 0.3.75's own classes, in-process."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -66,3 +68,46 @@ def test_sd35_file_loads_through_comfyuis_loader_detected_as_sd3(pack, tmp_path)
     loaded = dm.state_dict()
     assert set(expected) <= set(loaded)
     assert all(torch.equal(loaded[k].float(), v.float()) for k, v in expected.items())
+
+
+# ------------------------------------------------------------------ real server
+TINY_FLOW_PACK = Path(__file__).resolve().parent / "tiny_flow_pack"
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _prompt() -> dict:
+    """Every family from the test node (and SD3.5 from its file through UNETLoader), CFGGuider +
+    SamplerCustomAdvanced, 2 steps of the model's own schedule, each result saved by SaveLatent."""
+    nodes = {"1": ("RandomNoise", {"noise_seed": 1}), "2": ("KSamplerSelect", {"sampler_name": "euler"}),
+             "3": ("UNETLoader", {"unet_name": tiny_flow.SD35_FILE, "weight_dtype": "fp8_e4m3fn"})}
+    for i, family in enumerate(tiny_flow.FAMILIES):
+        n = str(10 * (i + 1))
+        model = ["3", 0] if family == "sd35" else [n, 0]
+        nodes.update({
+            n: ("ZeconTestTinyFlow", {"family": family, "seed": 0, "width": 64, "height": 48}),
+            n + "1": ("CFGGuider", {"model": model, "positive": [n, 1], "negative": [n, 2], "cfg": 2.0}),
+            n + "2": ("BasicScheduler", {"model": model, "scheduler": "simple", "steps": 2, "denoise": 0.5}),
+            n + "3": ("SamplerCustomAdvanced", {"noise": ["1", 0], "guider": [n + "1", 0], "sampler": ["2", 0],
+                                                "sigmas": [n + "2", 0], "latent_image": [n, 3]}),
+            n + "4": ("SaveLatent", {"samples": [n + "3", 0], "filename_prefix": f"tiny_flow_{family}"}),
+        })
+    return {k: {"class_type": ct, "inputs": inputs} for k, (ct, inputs) in nodes.items()}
+
+
+def test_every_family_samples_in_a_real_server(comfy_server_factory, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny_flow_models") / "diffusion_models"
+    tiny_flow.write_sd35_unet(folder / tiny_flow.SD35_FILE)
+    server = comfy_server_factory(packs={"zecon_tiny_flow": TINY_FLOW_PACK},
+                                  model_folders={"diffusion_models": folder}, env=SERVER_ENV)
+    client = server.client
+    info = client.object_info("ZeconTestTinyFlow")
+    assert info["input"]["required"]["family"][0] == list(tiny_flow.FAMILIES)
+    assert info["output"] == ["MODEL", "CONDITIONING", "CONDITIONING", "LATENT"]
+    entry = client.run(_prompt(), timeout=300)
+    from safetensors.torch import load_file
+    for i, family in enumerate(tiny_flow.FAMILIES):
+        saved = entry["outputs"][f"{10 * (i + 1)}4"]["latents"]     # SaveLatent's ui: the .latent files
+        assert len(saved) == 1 and saved[0]["filename"].startswith(f"tiny_flow_{family}"), entry.get("outputs")
+        path = client.output_dir / saved[0].get("subfolder", "") / saved[0]["filename"]
+        latent = load_file(str(path))["latent_tensor"]
+        assert latent.shape == tiny_flow.latent(family, height=6, width=8).shape and torch.isfinite(latent).all()

@@ -35,12 +35,19 @@ their head widths at the real sizes (e.g. Flux: 24 heads x 128), so a file of th
 Conditioning (:func:`conditioning`) is ComfyUI's CONDITIONING format ``[[cond, extras]]``
 without a text encoder; :func:`latent` gives a latent in the shape the family's diffusion model
 takes (Qwen-Image's 5-D, as ``comfy.sample.fix_empty_latent_channels`` makes it).
+
+Node pack (tests/comfy/tiny_flow_pack, ``comfy_server_factory(packs={"zecon_tiny_flow": dir})``):
+``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import tiny_sd
+try:
+    import tiny_sd
+except ImportError:   # in a server, loaded by tests/comfy/tiny_flow_pack, which loads tiny_sd.py under this name
+    tiny_sd = sys.modules["zecon_tests_tiny_sd"]
 
 DEFAULT_SEED = 0
 TOKENS = 8                  # text tokens of the tiny conditioning
