@@ -50,7 +50,7 @@ CPU), outside inference mode, frozen. It then runs ComfyUI's OWN forward of that
 on the blocks record the tokens and stop the forward after the deepest wanted block. Only
 Flux-type blocks are replaced, by the out-of-place forwards of :mod:`.flux_blocks`. With grad
 enabled, every attention call goes through PyTorch's kernel (``optimized_attention_override``),
-which has a backward; no-grad calls keep ComfyUI's kernel.
+which has a backward; no-grad calls keep ComfyUI's kernel (except on the meta device).
 
 Meta device: a model whose weights are on ``meta`` gives a meta copy and meta features (FLOP
 counting with ``torch.utils.flop_counter``), without loading anything.
@@ -328,7 +328,9 @@ class FlowFeatures:
     distinct layer, in ascending order (the ``features`` callable of ``zecon_core``'s guidance).
 
     ``latent``: model-space latent (``process_latent_in`` applied) as the diffusion model takes it
-    ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it."""
+    ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it. A no-grad call with
+    the very tensor of the previous no-grad call, unchanged since (same object, same version: the
+    source latent, whose features the guidance asks for at every step), returns the same features."""
 
     def __init__(self, family: str, base_model, model_conds: dict, n_blocks: int, feature: str, device, dtype,
                  layers: tuple[int, ...]):
@@ -353,6 +355,7 @@ class FlowFeatures:
         self.model._modules = {**base_model._modules, "diffusion_model": dm}
         self.model.manual_cast_dtype = dtype
         self._run = None
+        self._source = None     # (latent, its version, layers, features) of the last no-grad call
 
     def _hook(self, position: int, tokens):
         def pre_hook(block, args, kwargs):
@@ -370,11 +373,16 @@ class FlowFeatures:
         if wanted[-1] >= self.n_blocks or wanted[0] < 0:
             raise ValueError(f"zecon_layers: {wanted} outside the {self.n_blocks} blocks these features were built "
                              f"with (0..{self.n_blocks - 1})")
+        cached = self._source
+        if (cached is not None and not torch.is_grad_enabled() and cached[0] is latent
+                and not latent.is_inference() and cached[1] == latent._version and cached[2] == wanted):
+            return cached[3]
         b = latent.shape[0]
         kwargs = {k: c.process_cond(batch_size=b, area=None).concat([]) for k, c in self.model_conds.items()}
         context = kwargs.get("c_crossattn")
         grid = _grid(self.family, self.diffusion_model, latent, 0 if context is None else context.shape[1])
-        options = {"optimized_attention_override": differentiable_attention} if torch.is_grad_enabled() else {}
+        differentiated = torch.is_grad_enabled() or latent.is_meta   # (ComfyUI's CPU kernel queries device memory)
+        options = {"optimized_attention_override": differentiable_attention} if differentiated else {}
         sigma = torch.zeros(b, device=latent.device)
         self._run = run = _Run(wanted, grid, self.feature == "modulated")
         try:
@@ -386,7 +394,10 @@ class FlowFeatures:
         if len(run.out) != len(wanted):
             raise RuntimeError(f"{type(self.diffusion_model).__name__}'s forward did not reach blocks "
                                f"{[i for i in wanted if i not in run.out]}")
-        return [self._map(run.out[i], grid) for i in wanted]
+        out = [self._map(run.out[i], grid) for i in wanted]
+        if not torch.is_grad_enabled() and not latent.is_inference():
+            self._source = (latent, latent._version, wanted, out)
+        return out
 
     @staticmethod
     def _map(tokens: torch.Tensor, grid: _Grid) -> torch.Tensor:

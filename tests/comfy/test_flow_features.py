@@ -170,6 +170,46 @@ def test_features_differentiable_deterministic_and_batched(F, family):
     assert all(torch.allclose(a[1:], b, atol=1e-5) for a, b in zip(values[0], one))
 
 
+@pytest.mark.parametrize("family", ["flux_dev", "qwen_image"])
+def test_every_form_of_the_conditioning_gives_the_same_features(F, family):
+    """CONDITIONING, a guider's processed entry (dict with model_conds) and a model_conds dict."""
+    import comfy.sampler_helpers
+    import comfy.samplers
+    model = tiny_flow.tiny_model(family, seed=22)
+    x = tiny_flow.latent(family, seed=23)
+    cond = tiny_flow.conditioning(family, 7)
+    entry = comfy.samplers.encode_model_conds(model.model.extra_conds, comfy.sampler_helpers.convert_cond(cond), x,
+                                              torch.device("cpu"), "negative")[0]
+    with torch.no_grad():
+        results = [F.build_features(model, c, layers=(0, 1))(x) for c in (cond, entry, entry["model_conds"])]
+        other = F.build_features(model, tiny_flow.conditioning(family, 8), layers=(0, 1))(x)
+    assert all(torch.equal(a, b) for r in results[1:] for a, b in zip(results[0], r))
+    assert not torch.allclose(results[0][1], other[1])      # the context matters from block 1 on
+
+
+def test_source_features_are_reused_only_for_the_same_unchanged_tensor(F, monkeypatch):
+    model = tiny_flow.tiny_model("sd3", seed=20)
+    feats = F.build_features(model, tiny_flow.conditioning("sd3", 7), layers=(0, 1))
+    source = tiny_flow.latent("sd3", seed=21)
+    runs = []
+    apply_model = feats.model.apply_model
+    monkeypatch.setattr(feats.model, "apply_model", lambda *a, **k: (runs.append(1), apply_model(*a, **k))[1])
+    with torch.no_grad():
+        first = feats(source)
+        assert feats(source) is first and len(runs) == 1
+        assert feats(source, (0,)) is not first and len(runs) == 2          # other layers: computed
+        same_values = source.clone()
+        assert all(torch.equal(a, b) for a, b in zip(feats(same_values), first)) and len(runs) == 3
+        again = feats(source)
+        source.mul_(0.5)                                                     # changed in place: computed again
+        changed = feats(source)
+    assert len(runs) == 5 and not torch.equal(changed[0], again[0])
+    xg = source.clone().requires_grad_()
+    feats(xg)
+    feats(xg)
+    assert len(runs) == 7                                                    # differentiated calls: never reused
+
+
 def test_features_are_built_on_copies_and_see_weight_patches(F):
     import comfy.model_management as mm
     model = tiny_flow.tiny_model("flux_dev", seed=8)
