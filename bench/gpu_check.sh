@@ -39,7 +39,7 @@ part cuda_tests 170 $PY -m pytest tests/test_cuda.py -q -rs --junitxml="$WORK/cu
 # ---- benchmarks (ImageNet-256 architecture unless named; README weights, n_patch 32)
 bench() {  # bench NAME LIMIT ARGS...  (each result is appended to $OUT/bench.jsonl at once)
   local name=$1 limit=$2; shift 2
-  part "$name" "$limit" $PY -m zecon_core.bench --config full --device cuda --steps 3 --json "$WORK/$name.json" "$@"
+  part "$name" "$limit" $PY -m zecon_core.apps.bench --config full --device cuda --steps 3 --json "$WORK/$name.json" "$@"
   [ -f "$WORK/$name.json" ] && $PY -c "import json,sys; print(json.dumps({'name': sys.argv[1], **json.load(open(sys.argv[2]))}))" \
     "$name" "$WORK/$name.json" >> "$OUT/bench.jsonl"
 }

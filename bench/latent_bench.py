@@ -25,7 +25,7 @@ process (``tests/comfy/tiny_sd.setup_comfy``) and the pack as the package ``zeco
 Two measurements per mode:
 
 * ``flops``: the guided step on the **meta device** (no data, no time), counted with
-  ``zecon_core.flops.count_flops``: ``nodes.latent.guider.start_run`` builds the run's
+  ``zecon_core.apps.flops.count_flops``: ``nodes.latent.guider.start_run`` builds the run's
   ``LatentGuidance`` (encoder copy, decoder, CLIP, VGG, draws) exactly as the guider does, and
   ``LatentGuidance.__call__`` runs one step with a denoise closure that calls
   ``BaseModel.apply_model`` on the CFG batch of 2 (what ``sampling_function`` batches).
@@ -173,10 +173,10 @@ def conditioning(arch: str, size: int, device, seed: int) -> list:
 def build_clip(tiny: bool, device):
     """The pack's ClipModel: open_clip ViT-B/16 with random weights (tiny: the pack's test CLIP)."""
     import open_clip
-    from zecon_pack.zecon_core.clip_model import ClipModel, load_clip
+    from zecon_pack.zecon_core.guidance.clip_model import ClipModel, load_clip
     if tiny:
         from safetensors.torch import save_file
-        from zecon_pack.zecon_core.tiny import tiny_clip_state_dict
+        from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
         path = Path(tempfile.mkdtemp(prefix="zecon_lbench_clip_")) / "tiny_clip.safetensors"
         save_file(tiny_clip_state_dict(), str(path))
         clip = load_clip(path=path)
@@ -188,8 +188,8 @@ def build_clip(tiny: bool, device):
 
 
 def build_vgg(device):
-    from zecon_pack.zecon_core.tiny import tiny_vgg_state_dict
-    from zecon_pack.zecon_core.vgg import VGGFeatures
+    from zecon_pack.zecon_core.apps.tiny import tiny_vgg_state_dict
+    from zecon_pack.zecon_core.guidance.vgg import VGGFeatures
     vgg = VGGFeatures()
     vgg.load_state_dict(tiny_vgg_state_dict())
     return vgg.train(False).requires_grad_(False).to(device)
@@ -213,7 +213,7 @@ class RandomVAE:
 
 def guidance_config(args, unet):
     from zecon_pack.nodes.latent import backbone as B
-    from zecon_pack.zecon_core.guidance import GuidanceConfig
+    from zecon_pack.zecon_core.guidance.core import GuidanceConfig
     cfg = GuidanceConfig(n_patch=args.n_patch, zecon_patches=args.zecon_patches)
     return dataclasses.replace(cfg, zecon_layers=B.default_layers(unet))
 
@@ -304,9 +304,9 @@ def meta_scalars():
 
 
 def component_counter():
-    """``zecon_core.flops.FlopCount`` that books each op on the innermost labelled component
+    """``zecon_core.apps.flops.FlopCount`` that books each op on the innermost labelled component
     (forward), or on ``backward`` while autograd runs a backward node."""
-    from zecon_pack.zecon_core.flops import FlopCount
+    from zecon_pack.zecon_core.apps.flops import FlopCount
 
     class ComponentCount(FlopCount):
         def __init__(self):
@@ -353,7 +353,7 @@ def count_step_flops(args, mode: str) -> dict:
     its CLIP embedding) and the first step's one-off source features are not counted."""
     from zecon_pack.nodes.latent import backbone as B
     from zecon_pack.nodes.latent.guider import start_run
-    from zecon_pack.zecon_core.style import StylePrompt
+    from zecon_pack.zecon_core.guidance.style import StylePrompt
     meta = torch.device("meta")
     dtype = DTYPES[args.dtype]   # the GPU's UNet dtype (FLOPs do not depend on it; saved bytes do)
     base = build_base(args.arch, args.width, args.tiny, dtype, meta)
@@ -428,7 +428,7 @@ def time_steps(args, built, mode: str) -> dict:
     import comfy.samplers
     from zecon_pack.nodes.latent.guider import ZeconCFGGuider
     from zecon_pack.nodes.latent.guider_node import differentiable_clone
-    from zecon_pack.zecon_core import bench as PB
+    from zecon_pack.zecon_core.apps import bench as PB
     dev = torch.device(args.device)
     base, model = built["base"], built["model"]
     plan = make_plan(args, base.diffusion_model, built["source"], built["clip"], built["style"], built["vgg"],
@@ -487,7 +487,7 @@ def time_steps(args, built, mode: str) -> dict:
 
 def build_real(args) -> dict:
     """The models of a timed run on ``--device``."""
-    from zecon_pack.zecon_core.style import encode_style
+    from zecon_pack.zecon_core.guidance.style import encode_style
     dev = torch.device(args.device)
     dtype = DTYPES[args.dtype] if dev.type == "cuda" else torch.float32
     with torch.inference_mode():   # as a checkpoint loader runs inside ComfyUI's executor
@@ -514,7 +514,7 @@ def describe(args, mode: str) -> dict:
 
 
 def run(args):
-    from zecon_pack.zecon_core import bench as PB
+    from zecon_pack.zecon_core.apps import bench as PB
     if args.threads:
         torch.set_num_threads(args.threads)
     modes = MODES if args.mode == "both" else (args.mode,)

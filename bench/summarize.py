@@ -4,7 +4,7 @@
         ours=results/medium_ours_r*.json orig=results/medium_orig_r*.json shared=results/medium_shared_r*.json \
         [--flops ours=...flops.json orig=... shared=...]
 
-Each group is a set of JSON files written by ``python -m zecon_core.bench`` (or a reference harness with
+Each group is a set of JSON files written by ``python -m zecon_core.apps.bench`` (or a reference harness with
 the same keys), one per round; rounds are matched by order for the per-round ratios (runs were
 interleaved A B C A B C ..., so a ratio compares runs that saw about the same machine load).
 Reports medians with min..max over all timed steps, and ratios ``orig / X`` of the per-round means.

@@ -18,15 +18,15 @@ folders.register()
 install_sample_image()
 
 from .guidance import ZeconGuidance  # noqa: E402  (after the folder is registered)
-from .inversion import ZeconInversion  # noqa: E402
+from .pixel.inversion import ZeconInversion  # noqa: E402
 from .latent.guider_node import ZeconGuider  # noqa: E402
 from .latent.inversion_node import ZeconLatentInversion  # noqa: E402
 from .loaders import ZeconClipLoader, ZeconDiffusionLoader  # noqa: E402
-from .sampler import ZeconSampler  # noqa: E402
+from .pixel.sampler import ZeconSampler  # noqa: E402
 from .style import ZeconStylePrompt  # noqa: E402
 from .style_blend import ZeconStyleBlend  # noqa: E402
 from .style_image import ZeconStyleImage  # noqa: E402
-from .style_transfer import ZeconStyleTransfer  # noqa: E402
+from .pixel.style_transfer import ZeconStyleTransfer  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
     ZeconDiffusionLoader,

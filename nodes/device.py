@@ -7,7 +7,7 @@ import contextlib
 import comfy.model_management as mm
 import torch
 
-from ..zecon_core.memory import estimate_guided_step_bytes
+from ..zecon_core.pixel.memory import estimate_guided_step_bytes
 
 
 @contextlib.contextmanager
@@ -16,7 +16,7 @@ def on_device(model, *others, height: int, width: int, batch: int, guidance=None
 
     Runs outside ComfyUI's inference mode (guidance needs autograd). On a GPU,
     ComfyUI first unloads its own models until the estimated need of a step
-    (zecon_core.memory, weights included) is free. Afterwards the models go
+    (zecon_core.pixel.memory, weights included) is free. Afterwards the models go
     back to ComfyUI's offload device and the cache is emptied, also when the
     block raises (errors, interrupts).
     """

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import folder_paths
 
-from ..zecon_core import registry
-from ..zecon_core.checkpoints import CheckpointError, check_model_name, regular_file
-from ..zecon_core.registry import KnownModel
+from ..zecon_core.files import registry
+from ..zecon_core.files.checkpoints import CheckpointError, check_model_name, regular_file
+from ..zecon_core.files.registry import KnownModel
 
 FOLDER = registry.COMFY_MODELS_SUBDIR  # "zecon"
 EXTENSIONS = {".safetensors", ".pt", ".pth", ".bin"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..zecon_core.guidance import GuidanceConfig
+from ..zecon_core.guidance.core import GuidanceConfig
 from . import validation as V
 from .loaders import VGG_AUTO, load_vgg_choice, model_name_error, vgg_options
 from .types import CATEGORY, GuidanceBundle, ZeconGuidanceType

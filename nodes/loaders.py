@@ -6,11 +6,11 @@ from pathlib import Path
 
 from comfy_api.latest import io
 
-from ..zecon_core.clip_model import DEFAULT_CLIP, load_clip
-from ..zecon_core.download import ensure_known_model
-from ..zecon_core.model import PRECISIONS, load_diffusion_model
-from ..zecon_core.registry import get_known
-from ..zecon_core.vgg import LAYERS_FILE, ensure_vgg, load_vgg
+from ..zecon_core.guidance.clip_model import DEFAULT_CLIP, load_clip
+from ..zecon_core.files.download import ensure_known_model
+from ..zecon_core.pixel.model import PRECISIONS, load_diffusion_model
+from ..zecon_core.files.registry import get_known
+from ..zecon_core.guidance.vgg import LAYERS_FILE, ensure_vgg, load_vgg
 from . import cache, folders
 from . import validation as V
 from .progress import download_progress

@@ -11,7 +11,7 @@ import time
 
 import comfy.utils
 
-from ..zecon_core.images import tensor_to_pil
+from ..zecon_core.files.images import tensor_to_pil
 
 PREVIEW_MAX_SIZE = 512
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..zecon_core.style import encode_style
+from ..zecon_core.guidance.style import encode_style
 from .types import CATEGORY, ZeconClip, ZeconStyle
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..zecon_core.style import blend_styles
+from ..zecon_core.guidance.style import blend_styles
 from .types import CATEGORY, ZeconStyle
 
 

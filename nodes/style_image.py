@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..zecon_core.images import from_bhwc
-from ..zecon_core.style import encode_style_images
+from ..zecon_core.files.images import from_bhwc
+from ..zecon_core.guidance.style import encode_style_images
 from .device import plain
 from .types import CATEGORY, ZeconClip, ZeconStyle
 

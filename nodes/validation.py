@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from ..zecon_core.schedule import Schedule
+from ..zecon_core.pixel.schedule import Schedule
 
 
 def combo(name: str, value, options) -> str | None:

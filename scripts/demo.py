@@ -75,7 +75,7 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
     ``"<file> (download on first use)"`` whose file is there becomes the plain
     file name (ComfyUI lists only one of the two).
     """
-    from zecon_core import registry
+    from zecon_core.files import registry
 
     p = copy.deepcopy(prompt)
     settings = dict(TINY_SETTINGS) if tiny else {}
@@ -129,7 +129,7 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
 
 def _hand_placed_clip(inputs: dict, present_files) -> str | None:
     """The registry's CLIP file, if placed by hand in the models folder, for a loader asking for that CLIP."""
-    from zecon_core import registry
+    from zecon_core.files import registry
 
     entry = registry.KNOWN_MODELS["clip_vit_b16_openai"]
     wanted = (inputs.get("clip_name"), inputs.get("pretrained"))
@@ -140,7 +140,7 @@ def _hand_placed_clip(inputs: dict, present_files) -> str | None:
 
 def models_needed(prompt: dict, present_files=frozenset()) -> dict:
     """{"unet": [registry entries], "clip": [(name, tag)], "vgg": bool} that the workflow will ask for."""
-    from zecon_core import registry
+    from zecon_core.files import registry
 
     unets, clips, vgg = [], [], False
     for node in prompt.values():
@@ -161,8 +161,8 @@ def models_needed(prompt: dict, present_files=frozenset()) -> dict:
 
 # --------------------------------------------------------------------------- models
 def prepare_tiny_models(folder: Path) -> None:
-    from zecon_core.tiny import write_tiny_models
-    from zecon_core.vgg import LAYERS_FILE
+    from zecon_core.apps.tiny import write_tiny_models
+    from zecon_core.guidance.vgg import LAYERS_FILE
 
     if not all((folder / n).is_file() for n in (TINY_UNET, TINY_CLIP, TINY_VGG, LAYERS_FILE)):
         paths = write_tiny_models(folder)
@@ -190,8 +190,8 @@ def _bar(desc: str):
 
 def download_models(needed: dict, folder: Path) -> None:
     """Fetch and verify what the workflow needs. Raises DemoError(EXIT_DOWNLOAD) with a plain message."""
-    from zecon_core import registry
-    from zecon_core.download import DownloadError, ManualDownloadRequired, ensure_known_model
+    from zecon_core.files import registry
+    from zecon_core.files.download import DownloadError, ManualDownloadRequired, ensure_known_model
 
     failures = []
     folder.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,7 @@ def download_models(needed: dict, folder: Path) -> None:
         finally:
             close()
     if needed["vgg"]:
-        from zecon_core.vgg import LAYERS_FILE, ensure_vgg
+        from zecon_core.guidance.vgg import LAYERS_FILE, ensure_vgg
         say(f"[demo] VGG19 layers ({LAYERS_FILE}) -> {folder}")
         progress, close = _bar("vgg19-dcbb9e9d.pth")
         try:
@@ -220,7 +220,7 @@ def download_models(needed: dict, folder: Path) -> None:
     for name, tag in needed["clip"]:
         say(f"[demo] CLIP {name}/{tag} through open_clip (Hugging Face cache)")
         try:
-            from zecon_core.clip_model import load_clip
+            from zecon_core.guidance.clip_model import load_clip
             load_clip(name, tag)
         except Exception as e:  # noqa: BLE001 - open_clip/huggingface raise many types
             hint = clip_entry.manual_text(folder) if (name, tag) == ("ViT-B-16", "openai") else ""
@@ -296,7 +296,7 @@ def run_prompt(server, prompt: dict, timeout: float) -> dict:
 def label_noise(path: Path) -> None:
     from PIL import Image, PngImagePlugin
 
-    from zecon_core.cli import label_noise as stamp
+    from zecon_core.apps.cli import label_noise as stamp
 
     with Image.open(path) as im:
         info = PngImagePlugin.PngInfo()
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
             models = (args.models_dir or cache / "demo" / "tiny-models").expanduser()
             prepare_tiny_models(models)
         else:
-            from zecon_core.registry import default_cache_dir
+            from zecon_core.files.registry import default_cache_dir
             models = (args.models_dir or default_cache_dir()).expanduser()
             present = {p.name for p in models.iterdir()} if models.is_dir() else set()
             download_models(models_needed(prompt, present), models)

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from zecon_core.augment import ViewParams
-from zecon_core.draws import Draws
+from zecon_core.guidance.augment import ViewParams
+from zecon_core.guidance.draws import Draws
 
 REPO = Path(__file__).resolve().parents[1]
 VENDORED_DIR = REPO / "tests" / "golden"

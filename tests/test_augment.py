@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from zecon_core.augment import CROP_SIZE, ViewParams, corners, render_views, sample_view_params
+from zecon_core.guidance.augment import CROP_SIZE, ViewParams, corners, render_views, sample_view_params
 
 
 def gen(seed=0):

@@ -10,15 +10,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from zecon_core.checkpoints import CheckpointError, load_state_dict, resolve_in_folder
-from zecon_core.clip_model import PromptTooLongWarning
-from zecon_core.guidance import LOSS_NAMES, GuidanceConfig
-from zecon_core.images import from_bhwc, prepare_source, target_size
-from zecon_core.model import DiffusionModel, load_diffusion_model
-from zecon_core.pipeline import encode_style, invert, sample_guided, stylize
-from zecon_core.schedule import Schedule
-from zecon_core.unet import ADMConfig, UNetModel
-from zecon_core.vgg import load_vgg
+from zecon_core.files.checkpoints import CheckpointError, load_state_dict, resolve_in_folder
+from zecon_core.guidance.clip_model import PromptTooLongWarning
+from zecon_core.guidance.core import LOSS_NAMES, GuidanceConfig
+from zecon_core.files.images import from_bhwc, prepare_source, target_size
+from zecon_core.pixel.model import DiffusionModel, load_diffusion_model
+from zecon_core.pixel.pipeline import encode_style, invert, sample_guided, stylize
+from zecon_core.pixel.schedule import Schedule
+from zecon_core.pixel.unet import ADMConfig, UNetModel
+from zecon_core.guidance.vgg import load_vgg
 
 from tiny_models import FAST, source_image, tiny_models, tiny_paths
 
@@ -336,7 +336,7 @@ def test_weight_loading_refuses_devices_and_fifos_before_opening(tmp_path, targe
 
 def test_memory_estimate_is_the_same_under_inference_mode():
     """ComfyUI runs every node under torch.inference_mode(); the estimate must not shrink there."""
-    from zecon_core.memory import estimate_guided_step_bytes
+    from zecon_core.pixel.memory import estimate_guided_step_bytes
 
     model, clip, _ = tiny_models()
     cfg = GuidanceConfig(n_patch=2)
@@ -358,7 +358,7 @@ def test_pickle_refusal_has_no_terminal_codes(tmp_path):
     text = str(ei.value)
     assert "\x1b" not in text and "[1m" not in text and "[0m" not in text, text
     assert "io.open" in text or "open" in text
-    from zecon_core.convert import ConvertError, load_tensor_dict
+    from zecon_core.files.convert import ConvertError, load_tensor_dict
     with pytest.raises(ConvertError) as ei:
         load_tensor_dict(path)
     assert "\x1b" not in str(ei.value)

@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark (``python -m zecon_core.bench``) at the tiny config on the CPU.
+"""Smoke test of the benchmark (``python -m zecon_core.apps.bench``) at the tiny config on the CPU.
 
 No timing asserts: the values only have to be there and positive.
 """
@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from zecon_core import bench
-from zecon_core.flops import count_flops
+from zecon_core.apps import bench
+from zecon_core.apps.flops import count_flops
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("unet_fwd_s", "unet_fwd_bwd_s", "inversion_step_s", "guided_step_s", "peak_rss_gb")
@@ -20,7 +20,7 @@ REQUIRED = ("unet_fwd_s", "unet_fwd_bwd_s", "inversion_step_s", "guided_step_s",
 def test_bench_cli_tiny(tmp_path):
     out = tmp_path / "tiny.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "zecon_core.bench", "--config", "tiny", "--steps", "1", "--threads", "1",
+        [sys.executable, "-m", "zecon_core.apps.bench", "--config", "tiny", "--steps", "1", "--threads", "1",
          "--json", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
@@ -56,9 +56,10 @@ def test_staged_and_chunked_backward_give_the_one_pass_gradient():
     """The staged guidance backward (and CLIP in chunks) computes the gradient of the summed loss."""
     import torch
 
-    from zecon_core.draws import Draws
-    from zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
-    from zecon_core.sampler import _model_output
+    from zecon_core.guidance.draws import Draws
+    from zecon_core.guidance.core import GuidanceConfig, GuidanceInputs
+    from zecon_core.pixel.guidance import PixelGuidance
+    from zecon_core.pixel.sampler import _model_output
 
     args = bench.parser().parse_args(["--config", "tiny", "--n-patch", "3"])
     st = bench.make_setup(args)
@@ -69,12 +70,12 @@ def test_staged_and_chunked_backward_give_the_one_pass_gradient():
     for shared in (False, True):
         cfg = GuidanceConfig(n_patch=3, shared_views=shared, clip_global=300.0, clip_dir=700.0)
         for mode in ("one_pass", None, 1, 4, "auto"):
-            g = ZeconGuidance(cfg, s, GuidanceInputs(st.source, st.target_embeds, st.source_embeds), Draws(0),
+            g = PixelGuidance(cfg, s, GuidanceInputs(st.source, st.target_embeds, st.source_embeds), Draws(0),
                               features=st.model.features, clip=st.clip, vgg=st.vgg,
                               clip_batch="auto" if mode == "one_pass" else mode)
             if mode == "one_pass":   # the plain definition: one backward of the summed terms
                 xx = x.clone().requires_grad_()
-                from zecon_core import diffusion as D
+                from zecon_core.pixel import diffusion as D
                 pred = D.p_mean_variance(s, den(xx, 20), xx, 20).pred_x0
                 terms = g.terms(xx, 20, pred)
                 grads[shared, mode] = -torch.autograd.grad(sum(terms.values()), xx)[0]
@@ -95,7 +96,7 @@ def test_gradient_checkpointing_same_gradient_less_saved_memory():
     backward: the input gradient is unchanged and far fewer activations are kept."""
     import torch
 
-    from zecon_core.memory import estimate_guided_step_bytes
+    from zecon_core.pixel.memory import estimate_guided_step_bytes
 
     st = bench.make_setup(bench.parser().parse_args(["--config", "tiny", "--n-patch", "2"]))
     m, x = st.model, st.source

@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 import zecon_core as zc
-from zecon_core import cli
-from zecon_core.tiny import write_tiny_models
+from zecon_core.apps import cli
+from zecon_core.apps.tiny import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--size", "64", "--steps", "6", "--skip", "3", "--n-patch", "2"]
@@ -38,7 +38,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_paths(models_dir) -> dict:
-    from zecon_core.tiny import TINY_FILES
+    from zecon_core.apps.tiny import TINY_FILES
     return {k: models_dir / cli.TINY_SUBDIR / v for k, v in TINY_FILES.items()}
 
 

@@ -1,4 +1,4 @@
-"""Tests for zecon_core.convert (pt -> safetensors)."""
+"""Tests for zecon_core.files.convert (pt -> safetensors)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from zecon_core import convert as cv
+from zecon_core.files import convert as cv
 
 
 def _assert_same(a: dict, b: dict) -> None:

@@ -21,14 +21,14 @@ import torch
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device", allow_module_level=True)
 
-from zecon_core import diffusion as D  # noqa: E402
-from zecon_core.clip_model import load_clip  # noqa: E402
-from zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance  # noqa: E402
-from zecon_core.model import load_diffusion_model  # noqa: E402
-from zecon_core.pipeline import stylize  # noqa: E402
-from zecon_core.schedule import Schedule  # noqa: E402
-from zecon_core.tiny import write_tiny_models  # noqa: E402
-from zecon_core.vgg import load_vgg  # noqa: E402
+from zecon_core.pixel import diffusion as D  # noqa: E402
+from zecon_core.guidance.clip_model import load_clip  # noqa: E402
+from zecon_core.guidance.core import GuidanceConfig, GuidanceInputs, ZeconGuidance  # noqa: E402
+from zecon_core.pixel.model import load_diffusion_model  # noqa: E402
+from zecon_core.pixel.pipeline import stylize  # noqa: E402
+from zecon_core.pixel.schedule import Schedule  # noqa: E402
+from zecon_core.apps.tiny import write_tiny_models  # noqa: E402
+from zecon_core.guidance.vgg import load_vgg  # noqa: E402
 
 CUDA = torch.device("cuda")
 REL_TOL = 1e-2
@@ -113,7 +113,7 @@ def test_guidance_gradient_matches_golden_fp32(golden, golden_models, strict_fp3
         weights.update(golden.setting_weights(setting))
         cfg = GuidanceConfig(**weights, n_patch=spec["n_patch"], aug_prob=golden.aug_prob("cond_fn.safetensors", setting))
         draws = RecordedDraws(source_noises=noises, patch_ids=ids)
-        gd = ZeconGuidance(cfg, s, GuidanceInputs(g["init_image"].to(CUDA), g["text_embed_tgt"].to(CUDA),
+        gd = PixelGuidance(cfg, s, GuidanceInputs(g["init_image"].to(CUDA), g["text_embed_tgt"].to(CUDA),
                                                   g["text_embed_src"].to(CUDA)), draws,
                            features=m.features, clip=c, vgg=v)
         x = g["x_t"].to(CUDA).requires_grad_()
@@ -154,8 +154,8 @@ def test_one_seed_one_image(tiny_paths):
 
 
 def test_checkpointing_changes_no_value(tiny_paths):
-    from zecon_core.draws import Draws
-    from zecon_core.sampler import step
+    from zecon_core.guidance.draws import Draws
+    from zecon_core.pixel.sampler import step
 
     grads = []
     for ckpt in (False, True):
@@ -164,7 +164,7 @@ def test_checkpointing_changes_no_value(tiny_paths):
         x0 = _image(2).to(CUDA)
         tgt, src = c.encode_text(["a watercolor"]), c.encode_text(["Photo"])
         draws = Draws(0)
-        gd = ZeconGuidance(GuidanceConfig(n_patch=4), s, GuidanceInputs(x0, tgt, src), draws,
+        gd = PixelGuidance(GuidanceConfig(n_patch=4), s, GuidanceInputs(x0, tgt, src), draws,
                            features=m.features, clip=c, vgg=v)
         x = draws.normal(x0)
         r = step(lambda xx, i: m(xx, s.model_timesteps(i, 1, CUDA)), s, x, 24, guidance=gd, draws=draws)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from zecon_core import download as dl
-from zecon_core import registry as reg
-from zecon_core.registry import KnownModel
+from zecon_core.files import download as dl
+from zecon_core.files import registry as reg
+from zecon_core.files.registry import KnownModel
 
 DATA = os.urandom(300_000)
 DATA_SHA = hashlib.sha256(DATA).hexdigest()
@@ -542,9 +542,9 @@ def test_no_network_at_import(monkeypatch):
     for attr in ("registry", "download", "convert"):  # restore the package attributes afterwards
         if hasattr(zecon_core, attr):
             monkeypatch.setattr(zecon_core, attr, getattr(zecon_core, attr))
-    for name in ("zecon_core.registry", "zecon_core.download", "zecon_core.convert"):
+    for name in ("zecon_core.files.registry", "zecon_core.files.download", "zecon_core.files.convert"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    for name in ("zecon_core.registry", "zecon_core.download", "zecon_core.convert"):
+    for name in ("zecon_core.files.registry", "zecon_core.files.download", "zecon_core.files.convert"):
         importlib.import_module(name)
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from test_download import _clean_env, closed_port_url, leftovers, server  # noqa: F401  (fixtures)
-from zecon_core import download as dl
-from zecon_core import registry as reg
-from zecon_core.registry import KnownModel
+from zecon_core.files import download as dl
+from zecon_core.files import registry as reg
+from zecon_core.files.registry import KnownModel
 
 DATA = os.urandom(200_000)
 OTHER = os.urandom(200_000)  # same size, other bytes

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from golden import VENDORED_DIR, Golden
-from zecon_core.schedule import Schedule
+from zecon_core.pixel.schedule import Schedule
 
 H, W, S = 48, 80, 64
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from zecon_core.images import load_image, pil_to_tensor
+from zecon_core.files.images import load_image, pil_to_tensor
 
 
 def _expected(rgb01: np.ndarray) -> torch.Tensor:

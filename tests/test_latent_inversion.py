@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from zecon_core.guidance import NonFiniteError
+from zecon_core.guidance.core import NonFiniteError
 from zecon_core.latent import invert
 
 

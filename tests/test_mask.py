@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from zecon_core.draws import Draws
-from zecon_core.guidance import LOSS_NAMES, GuidanceConfig, GuidanceInputs, ZeconGuidance
-from zecon_core.mask import inside, keep_outside, prepare_mask
-from zecon_core.pipeline import encode_style, invert, sample_guided
-from zecon_core.sampler import step
-from zecon_core.schedule import Schedule
+from zecon_core.guidance.draws import Draws
+from zecon_core.guidance.core import LOSS_NAMES, GuidanceConfig, GuidanceInputs
+from zecon_core.pixel.guidance import PixelGuidance
+from zecon_core.guidance.mask import inside, keep_outside, prepare_mask
+from zecon_core.pixel.pipeline import encode_style, invert, sample_guided
+from zecon_core.pixel.sampler import step
+from zecon_core.pixel.schedule import Schedule
 
 from tiny_models import source_image, tiny_models
 
@@ -171,7 +172,7 @@ def test_guidance_gradient_is_zero_outside_the_mask(setup):
     s = inv.schedule
     m = prepare_mask(_masks(), 2, 64, 64, feather=2)
     x0 = inv.source
-    g = ZeconGuidance(CFG, s, GuidanceInputs(x0, style.target_embeds, style.source_embeds, m), Draws([0, 1]),
+    g = PixelGuidance(CFG, s, GuidanceInputs(x0, style.target_embeds, style.source_embeds, m), Draws([0, 1]),
                       features=model.features, clip=clip)
 
     def denoise(x, i):

@@ -13,17 +13,18 @@ from functools import lru_cache
 import pytest
 import torch
 
-from zecon_core import diffusion as D
-from zecon_core import losses as L
-from zecon_core.augment import ViewParams, crop_resize, render_views
-from zecon_core.clip_model import PromptTooLongWarning, load_clip
-from zecon_core.draws import Draws
-from zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance, output_blend, source_blend
-from zecon_core.images import load_image, resize
-from zecon_core.model import load_diffusion_model
-from zecon_core.sampler import ddim_invert, sample, step
-from zecon_core.schedule import Schedule
-from zecon_core.vgg import load_vgg
+from zecon_core.pixel import diffusion as D
+from zecon_core.guidance import losses as L
+from zecon_core.guidance.augment import ViewParams, crop_resize, render_views
+from zecon_core.guidance.clip_model import PromptTooLongWarning, load_clip
+from zecon_core.guidance.draws import Draws
+from zecon_core.guidance.core import GuidanceConfig, GuidanceInputs
+from zecon_core.pixel.guidance import PixelGuidance, output_blend, source_blend
+from zecon_core.files.images import load_image, resize
+from zecon_core.pixel.model import load_diffusion_model
+from zecon_core.pixel.sampler import ddim_invert, sample, step
+from zecon_core.pixel.schedule import Schedule
+from zecon_core.guidance.vgg import load_vgg
 
 from golden import METRICS, Golden, RecordedDraws, mismatch, view_params
 
@@ -61,13 +62,13 @@ def start_index() -> int:
     return schedule().num_steps - G.manifest["skip_timesteps"] - 1
 
 
-def guidance(file: str, setting: dict, draws, source, target, src_prompt, n_patch) -> ZeconGuidance:
+def guidance(file: str, setting: dict, draws, source, target, src_prompt, n_patch) -> PixelGuidance:
     weights = {k: 0.0 for k in METRICS.values()}
     weights.update(G.setting_weights(setting))
     aug = G.spec(file).get("augmentation", {})
     cfg = GuidanceConfig(**weights, n_patch=n_patch, aug_prob=G.aug_prob(file, setting),
                          patch_min=aug.get("patch_min", 0.01), patch_max=aug.get("patch_max", 0.3))
-    return ZeconGuidance(cfg, schedule(), GuidanceInputs(source, target, src_prompt), draws,
+    return PixelGuidance(cfg, schedule(), GuidanceInputs(source, target, src_prompt), draws,
                          features=unet().features, clip=clip(), vgg=vgg())
 
 

@@ -8,10 +8,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zecon_core.guidance import LOSS_NAMES, GuidanceConfig, NonFiniteError
-from zecon_core.images import SIZE_POLICIES, target_size
-from zecon_core.pipeline import encode_style, invert, sample_guided
-from zecon_core.sampler import SAMPLERS
+from zecon_core.guidance.core import LOSS_NAMES, GuidanceConfig, NonFiniteError
+from zecon_core.files.images import SIZE_POLICIES, target_size
+from zecon_core.pixel.pipeline import encode_style, invert, sample_guided
+from zecon_core.pixel.sampler import SAMPLERS
 
 from tiny_models import source_image, tiny_models
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from zecon_core.tiny import write_tiny_models
+from zecon_core.apps.tiny import write_tiny_models
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import warnings
 import pytest
 import torch
 
-from zecon_core.guidance import NonFiniteError
-from zecon_core.memory import OutOfMemory
-from zecon_core.pipeline import invert, stylize
+from zecon_core.guidance.core import NonFiniteError
+from zecon_core.pixel.memory import OutOfMemory
+from zecon_core.pixel.pipeline import invert, stylize
 
 from tiny_models import FAST, source_image, tiny_models
 

@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from zecon_core import diffusion as D
-from zecon_core.draws import Draws
-from zecon_core.guidance import LOSS_NAMES, GuidanceConfig, GuidanceInputs, ZeconGuidance
-from zecon_core.pipeline import encode_style, invert, sample_guided, stylize
-from zecon_core.sampler import ddim_invert, sample
-from zecon_core.schedule import Schedule
+from zecon_core.pixel import diffusion as D
+from zecon_core.guidance.draws import Draws
+from zecon_core.guidance.core import LOSS_NAMES, GuidanceConfig, GuidanceInputs
+from zecon_core.pixel.guidance import PixelGuidance
+from zecon_core.pixel.pipeline import encode_style, invert, sample_guided, stylize
+from zecon_core.pixel.sampler import ddim_invert, sample
+from zecon_core.pixel.schedule import Schedule
 
 from tiny_models import FAST, source_image, tiny_models
 
@@ -68,7 +69,7 @@ def _guidance(loss, seed):
     style = encode_style(clip, "a watercolor painting", "Photo")
     cfg = GuidanceConfig(**{**OFF, loss: 1.0}, n_patch=2)
     inputs = GuidanceInputs(x0, style.target_embeds, style.source_embeds)
-    return ZeconGuidance(cfg, s, inputs, Draws(seed), features=model.features, clip=clip, vgg=vgg), model, s
+    return PixelGuidance(cfg, s, inputs, Draws(seed), features=model.features, clip=clip, vgg=vgg), model, s
 
 
 @pytest.mark.parametrize("loss", LOSS_NAMES)

@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from zecon_core.clip_model import load_clip
-from zecon_core.draws import Draws
-from zecon_core.guidance import CLIP_LOSSES, LOSS_NAMES, GuidanceConfig, GuidanceInputs, ZeconGuidance
-from zecon_core.images import from_bhwc
-from zecon_core.pipeline import invert, sample_guided
-from zecon_core.prompt_weights import parse_weighted
-from zecon_core.schedule import Schedule
-from zecon_core.style import (SOURCE_PICTURE, StylePrompt, blend_styles, encode_style, encode_style_images,
+from zecon_core.guidance.clip_model import load_clip
+from zecon_core.guidance.draws import Draws
+from zecon_core.guidance.core import CLIP_LOSSES, LOSS_NAMES, GuidanceConfig, GuidanceInputs
+from zecon_core.pixel.guidance import PixelGuidance
+from zecon_core.files.images import from_bhwc
+from zecon_core.pixel.pipeline import invert, sample_guided
+from zecon_core.guidance.prompt_weights import parse_weighted
+from zecon_core.pixel.schedule import Schedule
+from zecon_core.guidance.style import (SOURCE_PICTURE, StylePrompt, blend_styles, encode_style, encode_style_images,
                               style_embeddings)
-from zecon_core.tiny import tiny_clip_state_dict
+from zecon_core.apps.tiny import tiny_clip_state_dict
 
 from tiny_models import source_image, tiny_models, tiny_paths
 
@@ -109,7 +110,7 @@ def test_image_and_text_styles_are_interchangeable_in_every_loss(clip, loss):
     results = []
     for style in (image, as_text):
         tgt, src = style_embeddings(style, clip, x0)
-        g = ZeconGuidance(cfg, s, GuidanceInputs(x0, tgt, src), Draws([0]), features=model.features, clip=clip)
+        g = PixelGuidance(cfg, s, GuidanceInputs(x0, tgt, src), Draws([0]), features=model.features, clip=clip)
         xx = x.clone().requires_grad_()
         term = g.terms(xx, 4, xx * 0.9, only=loss)[loss]
         results.append((term.detach(), torch.autograd.grad(term, xx)[0]))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from zecon_core.unet import Conv1d, Conv2d
+from zecon_core.pixel.unet import Conv1d, Conv2d
 
 
 def saved_tensor_count(fn) -> int:

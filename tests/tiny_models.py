@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from zecon_core.clip_model import load_clip
-from zecon_core.model import load_diffusion_model
-from zecon_core.tiny import write_tiny_models
-from zecon_core.vgg import load_vgg
+from zecon_core.guidance.clip_model import load_clip
+from zecon_core.pixel.model import load_diffusion_model
+from zecon_core.apps.tiny import write_tiny_models
+from zecon_core.guidance.vgg import load_vgg
 
 
 @lru_cache(maxsize=None)

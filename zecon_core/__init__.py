@@ -12,27 +12,30 @@ A pure-PyTorch engine, no ComfyUI imports. Typical use::
 
 Step by step: ``encode_style`` -> ``invert`` -> ``sample_guided`` with a ``GuidanceConfig``.
 
-Two backbones, one guidance: the modules above run the original's pixel-space ADM models;
-``zecon_core.latent`` runs the same losses (``guidance.ZeconGuidance`` on a ``LossView``) on
-latent diffusion models given as callables (denoiser, decoder, encoder features).
+Layout: ``guidance`` holds what every backbone shares (the losses of eq. 8 on a ``LossView``,
+CLIP/VGG scoring, views, styles, masks, draws); each backbone builds its view of them:
+``pixel`` (the original's ADM models in pixel space) and ``latent`` (latent diffusion models
+given as callables: denoiser, decoder, encoder features). ``files`` reads and writes weights,
+downloads and pictures; ``apps`` holds the command line and the benchmark.
 """
 
-from .checkpoints import CheckpointError, load_state_dict
-from .clip_model import DEFAULT_CLIP, ClipModel, PromptTooLongWarning, load_clip
-from .draws import Draws
-from .guidance import LOSS_NAMES, GuidanceConfig, NonFiniteError
-from .images import SIZE_POLICIES, load_image, pil_to_tensor, prepare_source, target_size, tensor_to_pil
-from .model import DiffusionModel, load_diffusion_model
-from .pipeline import Inversion, StylePrompt, encode_style, invert, sample_guided, stylize
-from .schedule import Schedule
-from .unet import ADMConfig, UNetModel
-from .vgg import VGGFeatures, load_vgg
+from .files.checkpoints import CheckpointError, load_state_dict
+from .guidance.clip_model import DEFAULT_CLIP, ClipModel, PromptTooLongWarning, load_clip
+from .guidance.draws import Draws
+from .guidance.core import LOSS_NAMES, GuidanceConfig, NonFiniteError
+from .files.images import SIZE_POLICIES, load_image, pil_to_tensor, prepare_source, target_size, tensor_to_pil
+from .pixel.guidance import PixelGuidance
+from .pixel.model import DiffusionModel, load_diffusion_model
+from .pixel.pipeline import Inversion, StylePrompt, encode_style, invert, sample_guided, stylize
+from .pixel.schedule import Schedule
+from .pixel.unet import ADMConfig, UNetModel
+from .guidance.vgg import VGGFeatures, load_vgg
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ADMConfig", "CheckpointError", "ClipModel", "DEFAULT_CLIP", "DiffusionModel", "Draws", "GuidanceConfig",
-    "Inversion", "LOSS_NAMES", "NonFiniteError", "PromptTooLongWarning", "SIZE_POLICIES", "Schedule",
+    "Inversion", "LOSS_NAMES", "NonFiniteError", "PixelGuidance", "PromptTooLongWarning", "SIZE_POLICIES", "Schedule",
     "StylePrompt", "UNetModel", "VGGFeatures", "encode_style", "invert", "load_clip", "load_diffusion_model",
     "load_image", "load_state_dict", "load_vgg", "pil_to_tensor", "prepare_source", "sample_guided", "stylize",
     "target_size", "tensor_to_pil",

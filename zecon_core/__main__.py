@@ -1,5 +1,5 @@
-"""``python -m zecon_core``: the headless command line (see :mod:`zecon_core.cli`)."""
+"""``python -m zecon_core``: the headless command line (see :mod:`zecon_core.apps.cli`)."""
 
-from .cli import main
+from .apps.cli import main
 
 raise SystemExit(main())

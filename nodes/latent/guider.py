@@ -18,12 +18,12 @@ from dataclasses import dataclass
 import comfy.samplers
 import torch
 
-from ...zecon_core.clip_model import ClipModel
-from ...zecon_core.draws import Draws
-from ...zecon_core.guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
+from ...zecon_core.guidance.clip_model import ClipModel
+from ...zecon_core.guidance.draws import Draws
+from ...zecon_core.guidance.core import GuidanceConfig, GuidanceInputs, ZeconGuidance
 from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder
-from ...zecon_core.mask import prepare_mask
-from ...zecon_core.style import StylePrompt, check_style, style_embeddings
+from ...zecon_core.guidance.mask import prepare_mask
+from ...zecon_core.guidance.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
 from . import backbone as B
 
@@ -155,7 +155,7 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
     vgg = None if plan.vgg is None or cfg.vgg <= 0 else copy.deepcopy(plan.vgg).to(dev)
     draws = Draws([(plan.seed + b) % 2 ** 64 for b in range(batch)])
     cuda = dev.type == "cuda"
-    losses = ZeconGuidance(cfg, None, GuidanceInputs(source.image, tgt, src, region), draws,
+    losses = ZeconGuidance(cfg, GuidanceInputs(source.image, tgt, src, region), draws,
                            features=features, clip=clip, vgg=vgg,
                            clip_autocast=torch.bfloat16 if cuda else None,
                            clip_batch=GPU_CLIP_BATCH if cuda else "auto")

@@ -6,11 +6,11 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from ...zecon_core.guidance import CLIP_LOSSES, GuidanceConfig
+from ...zecon_core.guidance.core import CLIP_LOSSES, GuidanceConfig
 from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
-from ...zecon_core.mask import prepare_mask
+from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
-from ..sampler import SEED_MAX
+from ..pixel.sampler import SEED_MAX
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
 from . import backbone as B
 from .guider import GuiderPlan, ZeconCFGGuider

@@ -4,22 +4,22 @@ ComfyUI's latent previews (``latent_preview.get_previewer``) take the first file
 its ``vae_approx`` folders whose name starts with the latent format's
 ``taesd_decoder_name`` (``"taesd_decoder"`` for SD1.x/SD2.x, ``"taesdxl_decoder"``
 for SDXL). :func:`resolve_taesd` does the same, and when nothing is there fetches
-the registry's file (``zecon_core.registry``, kind ``"taesd"``: pinned to a commit
+the registry's file (``zecon_core.files.registry``, kind ``"taesd"``: pinned to a commit
 of https://github.com/madebyollin/taesd and checked against its Git blob id) into
 the first ``vae_approx`` folder, so ComfyUI's previews find it afterwards too.
 
 A file the user put there is taken as it is, as ComfyUI takes it; only downloads
 (and an existing file under the registry's own name when a download is attempted)
 are verified. ``ZECON_DOWNLOAD_URL_OVERRIDE`` redirects the download as for every
-other model (see ``zecon_core.download``).
+other model (see ``zecon_core.files.download``).
 """
 
 from __future__ import annotations
 
 import folder_paths
 
-from ...zecon_core.download import DownloadError, ensure_known_model
-from ...zecon_core.registry import KNOWN_MODELS, comfy_models_subdir
+from ...zecon_core.files.download import DownloadError, ensure_known_model
+from ...zecon_core.files.registry import KNOWN_MODELS, comfy_models_subdir
 from ..progress import download_progress
 
 #: ComfyUI's folder name for the TAESD files (``models/vae_approx``).

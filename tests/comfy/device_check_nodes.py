@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from zecon_core import tiny
+    from zecon_core.apps import tiny
 
     report = {}
     models = Path(tempfile.mkdtemp(prefix="zecon_dev_"))
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
                                           range=1.0))
 
     if args.full:
-        from zecon_core.unet import ADMConfig
+        from zecon_core.pixel.unet import ADMConfig
         big = ADMConfig(model_channels=256, num_res_blocks=2, channel_mult=(1, 1, 2, 2, 4, 4),
                         attention_ds=(8, 16, 32), num_head_channels=64)
         t0 = time.perf_counter()

@@ -69,7 +69,7 @@ def cfg_reference(bundle, cfg=3.0):
 def test_zero_weights_give_cfg_guider_bit_for_bit(pack, sd15, taesd, sampler):
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
     from zecon_pack.nodes.types import GuidanceBundle
-    from zecon_pack.zecon_core.guidance import LOSS_NAMES, GuidanceConfig
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES, GuidanceConfig
 
     zero = GuidanceBundle(GuidanceConfig(**{k: 0.0 for k in LOSS_NAMES}))
     (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, guidance=zero))
@@ -83,9 +83,9 @@ def test_zero_weights_give_cfg_guider_bit_for_bit(pack, sd15, taesd, sampler):
 @pytest.fixture(scope="module")
 def clip_style(pack, tmp_path_factory):
     """The pack's tiny CLIP (real open_clip architecture) and a style encoded with it."""
-    from zecon_pack.zecon_core.clip_model import load_clip
-    from zecon_pack.zecon_core.pipeline import encode_style
-    from zecon_pack.zecon_core.tiny import tiny_clip_state_dict
+    from zecon_pack.zecon_core.guidance.clip_model import load_clip
+    from zecon_pack.zecon_core.pixel.pipeline import encode_style
+    from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
     from safetensors.torch import save_file
     path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
     save_file(tiny_clip_state_dict(), str(path))
@@ -96,9 +96,9 @@ def clip_style(pack, tmp_path_factory):
 def all_losses(**changes):
     """Every loss on, small settings (2 views, 16 ZeCon positions)."""
     from zecon_pack.nodes.types import GuidanceBundle
-    from zecon_pack.zecon_core.guidance import GuidanceConfig
-    from zecon_pack.zecon_core.tiny import tiny_vgg_state_dict
-    from zecon_pack.zecon_core.vgg import VGGFeatures
+    from zecon_pack.zecon_core.guidance.core import GuidanceConfig
+    from zecon_pack.zecon_core.apps.tiny import tiny_vgg_state_dict
+    from zecon_pack.zecon_core.guidance.vgg import VGGFeatures
     vgg = VGGFeatures()
     vgg.load_state_dict(tiny_vgg_state_dict())
     config = GuidanceConfig(clip_global=300.0, clip_dir=300.0, n_patch=2, zecon_patches=16)
@@ -156,7 +156,7 @@ def _plan(sd15, guider_bundle, clip_style=None, seed=0, mode="shortcut"):
 @pytest.mark.parametrize("loss", ["clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse",
                                   "vgg", "range"])
 def test_each_latent_loss_decreases_along_its_gradient(pack, sd15, taesd, clip_style, loss):
-    from zecon_pack.zecon_core.guidance import LOSS_NAMES
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
     bundle = all_losses(**{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES})
     plan = _plan(sd15, bundle, clip_style)
     g = torch.Generator().manual_seed(3)
@@ -441,9 +441,10 @@ def test_the_real_vae_decoder_can_guide(pack, sd15, clip_style, mode):
 def test_patchnce_on_identical_features_equals_the_pixel_implementation(pack, sd15, taesd):
     """At ẑ0 = the source latent both sides have the same features: the latent ZeCon term equals the pixel
     backbone's ZeCon loss on those features (one implementation) and the PatchNCE formula written out."""
-    from zecon_pack.zecon_core.draws import Draws
-    from zecon_pack.zecon_core.guidance import LOSS_NAMES, GuidanceInputs, ZeconGuidance
-    from zecon_pack.zecon_core.schedule import Schedule
+    from zecon_pack.zecon_core.guidance.draws import Draws
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES, GuidanceInputs
+    from zecon_pack.zecon_core.pixel.guidance import PixelGuidance
+    from zecon_pack.zecon_core.pixel.schedule import Schedule
     bundle = all_losses(**{k: (2.0 if k == "zecon" else 0.0) for k in LOSS_NAMES})
     plan = _plan(sd15, bundle)
     z_src = sd15.model.model.process_latent_in(sd15.source)
@@ -452,7 +453,7 @@ def test_patchnce_on_identical_features_equals_the_pixel_implementation(pack, sd
         z = guidance.source.latent
         latent_value = float(guidance.losses.view_terms(guidance.view(z), guidance.on, 3)["zecon"]) / 2.0
         features = guidance.losses.features
-        pixel = ZeconGuidance(plan.config, Schedule.create("10"), GuidanceInputs(z, torch.zeros(1, 1),
+        pixel = PixelGuidance(plan.config, Schedule.create("10"), GuidanceInputs(z, torch.zeros(1, 1),
                               torch.zeros(1, 1)), Draws(plan.seed), features=features)
         pixel_value = float(pixel._zecon(z, z, 3).sum())
         feats = features(z, plan.config.zecon_layers)

@@ -177,7 +177,7 @@ def test_mask_from_load_image_keeps_the_source_outside(client, server, name):
     VAE-encoded source (compared in latent space: a VAE decoder's attention spreads any change inside the
     mask over every pixel); inside it is restyled."""
     import torch
-    from zecon_core.mask import prepare_mask
+    from zecon_core.guidance.mask import prepare_mask
 
     prompt = _masked(_prompt(name, seed=next(_SEEDS), prefix=f"zecon_test/latent_masked_{name}"))
     encode, sampler = zt.node_of(prompt, "VAEEncode"), zt.node_of(prompt, "SamplerCustomAdvanced")

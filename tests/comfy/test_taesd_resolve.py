@@ -25,7 +25,7 @@ import pytest
 
 import harness  # tests/comfy/harness.py
 from test_download import _clean_env, closed_port_url, leftovers, server  # noqa: F401  (fixtures)
-from zecon_core import download as dl
+from zecon_core.files import download as dl
 
 REPO = Path(__file__).resolve().parents[2]
 PKG = "zecon_taesd_testpack"

@@ -70,7 +70,7 @@ def test_nodes_registered_with_tooltips_everywhere(client):
     assert info["ZeconInversion"]["output"] == ["ZECON_LATENT", "IMAGE"]
     assert info["ZeconGuidance"]["output"] == ["ZECON_GUIDANCE"]
     # every GuidanceConfig field is an input, with the original README's defaults
-    from zecon_core.guidance import GuidanceConfig
+    from zecon_core.guidance.core import GuidanceConfig
     import dataclasses
     g = {**info["ZeconGuidance"]["input"]["required"], **info["ZeconGuidance"]["input"].get("optional", {})}
     for f in dataclasses.fields(GuidanceConfig):
@@ -425,7 +425,7 @@ def test_named_clip_offline_is_a_clear_error(client):
 def test_replaced_model_file_is_loaded_again(client):
     """The loader is keyed by path + mtime + size: a file replaced under the same name reloads."""
     from safetensors.torch import save_file
-    from zecon_core.tiny import tiny_unet_state_dict
+    from zecon_core.apps.tiny import tiny_unet_state_dict
 
     path = zt._ENV["models"] / "swap_adm.safetensors"
     save_file(tiny_unet_state_dict(seed=1), str(path))
@@ -467,7 +467,7 @@ def test_known_model_label_stays_valid_after_the_file_is_there(client):
     """Shared workflows name known models by their label; once the file is in models/zecon the label stays
     listed and loads the local file (no download: the test server's download address is a closed port)."""
     import torch
-    from zecon_core.tiny import tiny_unet_state_dict
+    from zecon_core.apps.tiny import tiny_unet_state_dict
 
     path = zt._ENV["models"] / "ffhq_10m.pt"
     torch.save(tiny_unet_state_dict(seed=3), path)
@@ -498,7 +498,7 @@ def _loaded_mask(server, name=zt.MASKED_SAMPLE_NAME):
 def test_masked_region_is_restyled_and_the_rest_is_the_unguided_reconstruction(client, server):
     """The shipped masked workflow, with the DDIM sampler (deterministic): beyond the feather, the saved
     pixels equal those of the same graph with every guidance weight 0 (the plain reconstruction)."""
-    from zecon_core.mask import prepare_mask
+    from zecon_core.guidance.mask import prepare_mask
 
     prompt = zt.tiny(zt.load_api(MASKED))
     [node] = zt.nodes_of(prompt, "ZeconStyleTransfer")
@@ -526,7 +526,7 @@ def test_masked_region_is_restyled_and_the_rest_is_the_unguided_reconstruction(c
 
 def _zero_guidance(client) -> dict:
     """Inputs of a ZeconGuidance node: its defaults, every loss weight 0."""
-    from zecon_core.guidance import LOSS_NAMES
+    from zecon_core.guidance.core import LOSS_NAMES
     spec = client.object_info("ZeconGuidance")["input"]
     inputs = {name: s[1]["default"] for group in ("required", "optional") for name, s in spec.get(group, {}).items()
               if "default" in s[1]}
@@ -579,7 +579,7 @@ def test_modular_sampler_takes_a_mask_a_style_image_and_a_batch_of_styles(client
 # ------------------------------------------------------------------ hostile inputs (review of issue 13)
 def _second_unet(name="other_adm.safetensors"):
     from safetensors.torch import save_file
-    from zecon_core.tiny import tiny_unet_state_dict
+    from zecon_core.apps.tiny import tiny_unet_state_dict
 
     path = zt._ENV["models"] / name
     if not path.exists():
@@ -629,7 +629,7 @@ def test_model_folder_symlinks(client, tmp_path):
     import os
 
     from safetensors.torch import save_file
-    from zecon_core.tiny import tiny_unet_state_dict
+    from zecon_core.apps.tiny import tiny_unet_state_dict
 
     models = zt._ENV["models"]
     outside = tmp_path / "elsewhere" / "big_disk_adm.safetensors"

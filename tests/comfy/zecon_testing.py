@@ -1,7 +1,7 @@
 """Test environment of the ZeCon node pack: tiny models, the sample image, one shared server.
 
 Used by tests/comfy/test_zecon_*.py and tests/comfy/zecon_workflows.py.
-Everything is offline: the tiny random-weight models of zecon_core.tiny are
+Everything is offline: the tiny random-weight models of zecon_core.apps.tiny are
 real weight files in the real architectures, written into a temporary
 models/zecon folder.
 """
@@ -60,7 +60,7 @@ TINY_LATENT_RUN = {"size": 64, "latent_steps": 2}
 
 def write_models(folder: Path) -> Path:
     """Tiny ADM / CLIP / VGG files, plus the VGG layers under the name 'auto' looks for."""
-    from zecon_core.tiny import write_tiny_models
+    from zecon_core.apps.tiny import write_tiny_models
 
     paths = write_tiny_models(folder)
     shutil.copyfile(paths["vgg"], Path(folder) / VGG_LAYERS_FILE)

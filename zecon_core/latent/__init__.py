@@ -1,12 +1,12 @@
 """The latent backbone: ZeCon on Stable Diffusion models (SD1.5, SD2.x, SDXL), pure PyTorch.
 
-The pixel backbone (``zecon_core.model`` / ``unet`` / ``schedule`` / ``diffusion`` /
+The pixel backbone (``zecon_core.pixel.model`` / ``unet`` / ``schedule`` / ``diffusion`` /
 ``sampler`` / ``pipeline``) runs the original's ADM UNet in pixel space. This one
 works in the k-diffusion convention ComfyUI samples in (x = z0 + σ ε, a denoiser
 D(x, σ) ≈ z0) and takes everything model-specific as callables, so it has no
 ComfyUI imports: the nodes wire ComfyUI's ModelPatcher, VAE / TAESD and
 conditioning into them. The losses, augmentations and CLIP scoring are the shared
-ones of ``zecon_core.guidance``.
+ones of ``zecon_core.guidance.core``.
 
 * ``inversion``: deterministic Euler inversion of the probability-flow ODE.
 * ``guidance``: the guided denoised prediction, in two modes (``shortcut``:

@@ -5,7 +5,7 @@ shifts the prediction, D' = D − σ² ∇_x L. For Euler / DDIM this is the ori
 guidance (``condition_score``, Dhariwal & Nichol 2021, eq. 14): shifting ε̂ by
 −√(1 − ᾱ) ∇_{x_t} L moves x̂0 by −σ² ∇_x L in x = x_t / √ᾱ. Any ComfyUI sampler takes D'.
 
-The losses are the shared ones (:meth:`zecon_core.guidance.ZeconGuidance.gradient`, paper
+The losses are the shared ones (:meth:`zecon_core.guidance.core.ZeconGuidance.gradient`, paper
 eq. 8) on this view of the prediction ẑ0: CLIP, VGG and range on the decoded image
 decode(ẑ0); ZeCon (PatchNCE on the UNet encoder's features at t = 0, eq. 7) and MSE on ẑ0
 itself, against the clean source latent; the image side of the source is decode(source latent).
@@ -25,7 +25,7 @@ elements N = C·h·w. The shift is multiplied by N / N_REF, N_REF = 3·256·256 
 per image, so the original's weights keep the per-element strength they have on the 256-px ADM
 at any latent size: D' = D − σ² (N / N_REF) ∇L, times the guider's ``strength``.
 
-With a region mask m (``zecon_core.mask`` at the latent's size, 1 = restyle), the shift is
+With a region mask m (``zecon_core.guidance.mask`` at the latent's size, 1 = restyle), the shift is
 m σ² ∇L and D'' = m D' + (1 − m) z_src: outside the region the prediction is the source, so the
 sample ends on the source latent there (exactly, for samplers whose last step returns D).
 """
@@ -37,8 +37,8 @@ from typing import Callable
 
 import torch
 
-from ..guidance import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
-from ..mask import inside, keep_outside
+from ..guidance.core import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
+from ..guidance.mask import inside, keep_outside
 
 __all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder"]
 

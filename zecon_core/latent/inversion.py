@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from ..guidance import NonFiniteError
+from ..guidance.core import NonFiniteError
 
 Denoise = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # (x [B, ...], σ [B]) -> D(x, σ)
 Callback = Callable[[int, int, torch.Tensor, torch.Tensor], None]

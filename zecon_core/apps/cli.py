@@ -103,10 +103,10 @@ _NETWORK_HINT = (r"failed to download|connection|timed out|timeout|could not res
 
 def classify(exc: BaseException) -> tuple[int, str]:
     """(exit code, message) for an exception raised while running a command."""
-    from .checkpoints import CheckpointError
-    from .convert import ConvertError
-    from .download import DownloadError, ManualDownloadRequired
-    from .guidance import NonFiniteError
+    from ..files.checkpoints import CheckpointError
+    from ..files.convert import ConvertError
+    from ..files.download import DownloadError, ManualDownloadRequired
+    from ..guidance.core import NonFiniteError
 
     if isinstance(exc, CliError):
         return exc.code, exc.message
@@ -184,10 +184,10 @@ def _exit_code_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .guidance import GuidanceConfig
-    from .images import SIZE_POLICIES
-    from .model import PRECISIONS
-    from .registry import default_cache_dir
+    from ..guidance.core import GuidanceConfig
+    from ..files.images import SIZE_POLICIES
+    from ..pixel.model import PRECISIONS
+    from ..files.registry import default_cache_dir
 
     defaults = GuidanceConfig()
     fmt = argparse.RawDescriptionHelpFormatter
@@ -322,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _version() -> str:
     try:
-        from . import __version__
+        from .. import __version__
         return __version__
     except Exception:  # pragma: no cover
         return "unknown"
@@ -332,7 +332,7 @@ def _version() -> str:
 # model resolution
 # ---------------------------------------------------------------------------
 def _models_dir(arg: str | None) -> Path:
-    from .registry import default_cache_dir
+    from ..files.registry import default_cache_dir
     return Path(arg).expanduser() if arg else default_cache_dir()
 
 
@@ -368,8 +368,8 @@ def _folder_hint(folder: Path) -> str:
 def resolve_unet(spec: str, folder: Path, *, allow_download: bool, quiet: bool) -> Path:
     """Path of the diffusion model ``spec`` (registry key, file name in ``folder``, or path),
     downloading a known model if needed and allowed."""
-    from .download import ensure_known_model
-    from .registry import KNOWN_MODELS, get_known
+    from ..files.download import ensure_known_model
+    from ..files.registry import KNOWN_MODELS, get_known
 
     entry = KNOWN_MODELS.get(spec)
     if entry is not None and entry.kind != "unet":
@@ -400,12 +400,12 @@ def resolve_unet(spec: str, folder: Path, *, allow_download: bool, quiet: bool) 
 
 
 def _looks_like_path(spec: str) -> bool:
-    from .checkpoints import WEIGHT_EXTENSIONS
+    from ..files.checkpoints import WEIGHT_EXTENSIONS
     return os.sep in spec or spec.lower().endswith(WEIGHT_EXTENSIONS) or Path(spec).expanduser().is_file()
 
 
 def load_clip_spec(spec: str, folder: Path, device):
-    from .clip_model import load_clip
+    from ..guidance.clip_model import load_clip
 
     if _looks_like_path(spec):
         path = Path(spec).expanduser()
@@ -415,7 +415,7 @@ def load_clip_spec(spec: str, folder: Path, device):
             raise CliError(EXIT_MODEL, f"CLIP weight file not found: {spec}. {_folder_hint(folder)}")
         return load_clip(path=path, device=device)
     name, _, tag = spec.partition("/")
-    from .registry import KNOWN_MODELS
+    from ..files.registry import KNOWN_MODELS
     entry = KNOWN_MODELS["clip_vit_b16_openai"]
     if (name, tag) == (entry.open_clip_model, entry.open_clip_pretrained) and (folder / entry.filename).is_file():
         return load_clip(path=folder / entry.filename, device=device)  # placed by hand (offline machines)
@@ -425,7 +425,7 @@ def load_clip_spec(spec: str, folder: Path, device):
 
 
 def load_vgg_spec(spec: str | None, folder: Path, *, allow_download: bool, quiet: bool):
-    from .vgg import LAYERS_FILE, ensure_vgg, load_vgg
+    from ..guidance.vgg import LAYERS_FILE, ensure_vgg, load_vgg
 
     if spec:
         path = Path(spec).expanduser()
@@ -435,7 +435,7 @@ def load_vgg_spec(spec: str | None, folder: Path, *, allow_download: bool, quiet
             raise CliError(EXIT_MODEL, f"VGG weight file not found: {spec}. {_folder_hint(folder)}")
         return load_vgg(path)
     if not allow_download:
-        from .registry import KNOWN_MODELS
+        from ..files.registry import KNOWN_MODELS
         entry = KNOWN_MODELS["vgg19"]
         for name in (LAYERS_FILE, entry.filename):
             if (folder / name).is_file():
@@ -529,7 +529,7 @@ def _check_output_targets(source: Path, output: Path, grid: Path | None, *, over
 def _load_input(path: str):
     from PIL import UnidentifiedImageError
 
-    from .images import load_image
+    from ..files.images import load_image
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -636,10 +636,10 @@ def _pick_device(name: str):
 def cmd_stylize(args: argparse.Namespace) -> int:
     import torch
 
-    from .guidance import GuidanceConfig
-    from .images import prepare_source, tensor_to_pil
-    from .pipeline import encode_style, invert, sample_guided
-    from .schedule import Schedule
+    from ..guidance.core import GuidanceConfig
+    from ..files.images import prepare_source, tensor_to_pil
+    from ..pixel.pipeline import encode_style, invert, sample_guided
+    from ..pixel.schedule import Schedule
 
     quiet = args.quiet
     t_start = time.monotonic()
@@ -697,7 +697,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     else:
         unet_spec, clip_spec, vgg_spec = args.model, args.clip_model, args.vgg_model
 
-    from .model import load_diffusion_model
+    from ..pixel.model import load_diffusion_model
 
     unet_path = resolve_unet(unet_spec, folder, allow_download=allow_download, quiet=quiet)
     _note(f"loading diffusion model {unet_path}", quiet)
@@ -797,8 +797,8 @@ def _present(entry, folder: Path) -> str | None:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .download import ensure_known_model
-    from .registry import KNOWN_MODELS
+    from ..files.download import ensure_known_model
+    from ..files.registry import KNOWN_MODELS
 
     folder = _models_dir(args.models_dir)
     if args.list:
@@ -823,14 +823,14 @@ def cmd_download(args: argparse.Namespace) -> int:
             if entry.managed_by_open_clip:
                 local = _present(entry, folder)
                 if local is None or not local.startswith(str(folder)):
-                    from .clip_model import load_clip
+                    from ..guidance.clip_model import load_clip
                     _note(f"{key}: fetching {entry.open_clip_model}/{entry.open_clip_pretrained} through open_clip "
                           f"(Hugging Face {entry.hf_repo_id})", args.quiet)
                     load_clip(entry.open_clip_model, entry.open_clip_pretrained)
                     local = _present(entry, folder) or f"{entry.open_clip_model}/{entry.open_clip_pretrained}"
                 print(local)
             elif key == "vgg19":
-                from .vgg import ensure_vgg
+                from ..guidance.vgg import ensure_vgg
                 progress = _Progress(entry.filename, args.quiet)
                 try:
                     ensure_vgg(folder, progress=progress)
@@ -855,7 +855,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_to_safetensors
+    from ..files.convert import convert_to_safetensors
 
     print(convert_to_safetensors(args.src, args.dst, overwrite=args.force))
     return EXIT_OK

@@ -2,7 +2,7 @@
 
 Nothing here runs at import time: a file is fetched only when :func:`download` or
 :func:`ensure_known_model` is called, and only from a URL of the registry table
-(:mod:`zecon_core.registry`), an explicit ``urls_override``/URL argument, or the
+(:mod:`zecon_core.files.registry`), an explicit ``urls_override``/URL argument, or the
 override environment variable below.
 
 What a download does
@@ -966,11 +966,11 @@ def ensure_known_model(
 
 
 # ---------------------------------------------------------------------------
-# command line: python -m zecon_core.download imagenet --dest DIR
+# command line: python -m zecon_core.files.download imagenet --dest DIR
 # ---------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m zecon_core.download",
+        prog="python -m zecon_core.files.download",
         description="Download and verify ZeCon model files.",
     )
     parser.add_argument("models", nargs="*", help="registry keys, known file names or http(s) URLs")

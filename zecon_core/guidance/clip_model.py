@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, load_state_dict
+from ..files.checkpoints import CheckpointError, load_state_dict
 
 DEFAULT_CLIP = ("ViT-B-16", "openai")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -1,12 +1,12 @@
 """Benchmark of the ZeCon engine: time and memory per phase, FLOPs, per-image estimate.
 
-    python -m zecon_core.bench --config tiny|medium|full [--model imagenet|ffhq] [--n-patch 8]
+    python -m zecon_core.apps.bench --config tiny|medium|full [--model imagenet|ffhq] [--n-patch 8]
         [--steps 2] [--shared-views] [--device cpu|cuda] [--dtype fp32|bf16|fp16] [--size N]
         [--checkpointing] [--compile] [--json OUT.json]
 
 Configs (random weights, nothing is downloaded):
 
-* ``tiny``: the ``zecon_core.tiny`` models (64 px, a 2-layer 64-wide CLIP).
+* ``tiny``: the ``zecon_core.apps.tiny`` models (64 px, a 2-layer 64-wide CLIP).
 * ``medium``: the ImageNet ADM architecture at ``num_channels`` 64 (about 35 M parameters)
   at 128 px, a full-size CLIP ViT-B/16 and VGG conv1_1..conv2_1.
 * ``full``: the real ImageNet-256 (``--model imagenet``, 553 M parameters) or FFHQ-256
@@ -39,16 +39,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .clip_model import ClipModel
-from .determinism import reproducible
-from .draws import Draws
+from ..guidance.clip_model import ClipModel
+from ..pixel.determinism import reproducible
+from ..guidance.draws import Draws
 from .flops import count_flops
-from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
-from .model import DiffusionModel
-from .sampler import ddim_invert, step
-from .schedule import Schedule
-from .unet import ADMConfig, UNetModel
-from .vgg import VGGFeatures
+from ..guidance.core import GuidanceConfig, GuidanceInputs
+from ..pixel.guidance import PixelGuidance
+from ..pixel.model import DiffusionModel
+from ..pixel.sampler import ddim_invert, step
+from ..pixel.schedule import Schedule
+from ..pixel.unet import ADMConfig, UNetModel
+from ..guidance.vgg import VGGFeatures
 
 CONFIGS = ("tiny", "medium", "full")
 MODELS = ("imagenet", "ffhq")
@@ -85,7 +86,7 @@ def default_n_patch(config: str) -> int:
 # random weights (the same functions make the weights of any reference run)
 
 def random_unet_state_dict(cfg: ADMConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights for ``cfg`` (as ``zecon_core.tiny``: N(0, 1/fan_in), biases N(0, 0.05²))."""
+    """Random weights for ``cfg`` (as ``zecon_core.apps.tiny``: N(0, 1/fan_in), biases N(0, 0.05²))."""
     from .tiny import _randomize
     with torch.device("meta"):
         shell = UNetModel(cfg)
@@ -126,7 +127,7 @@ def build_models(config: str, model: str = "imagenet", *, device="cpu", dtype: s
     from open_clip import get_tokenizer
     from open_clip.model import build_model_from_openai_state_dict
 
-    from .adm_loader import build_unet
+    from ..pixel.adm_loader import build_unet
 
     cfg, _ = unet_config(config, model)
     unet = build_unet(random_unet_state_dict(cfg, seed), cfg)
@@ -188,8 +189,8 @@ class _TimedClip:
         return getattr(self._clip, name)
 
 
-class _TimedGuidance(ZeconGuidance):
-    """ZeconGuidance that books its views and its backward pass on a PhaseTimer."""
+class _TimedGuidance(PixelGuidance):
+    """PixelGuidance that books its views and its backward pass on a PhaseTimer."""
 
     timer: PhaseTimer
 
@@ -372,7 +373,7 @@ def bench_inversion(st: Setup, steps: int, timer: PhaseTimer, warmup: int = 1) -
 
 def _inversion_step(denoise, s, x, i):
     # exactly one iteration of sampler.ddim_invert
-    from . import diffusion as D
+    from ..pixel import diffusion as D
     with torch.no_grad():
         out = D.p_mean_variance(s, denoise(x, i), x, i)
         return D.ddim_inversion_step(s, out.pred_x0, x, i)
@@ -534,7 +535,7 @@ def table(res: dict) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zecon_core.bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m zecon_core.apps.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", choices=CONFIGS, default="tiny")
     p.add_argument("--model", choices=MODELS, default="imagenet", help="UNet of the full config")
     p.add_argument("--n-patch", type=int, default=None, help="views per CLIP loss (default: tiny 4, medium 8, full 32)")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-from ..zecon_core.guidance import GuidanceConfig
-from ..zecon_core.images import SIZE_POLICIES
-from ..zecon_core.style import encode_style
-from ..zecon_core.sampler import SAMPLERS
-from . import validation as V
-from .guidance import make_bundle, weight_input
+from ...zecon_core.guidance.core import GuidanceConfig
+from ...zecon_core.files.images import SIZE_POLICIES
+from ...zecon_core.guidance.style import encode_style
+from ...zecon_core.pixel.sampler import SAMPLERS
+from .. import validation as V
+from ..guidance import make_bundle, weight_input
 from .inversion import invert_on_device, prepared_source, size_inputs, step_inputs
-from .progress import NodeProgress
+from ..progress import NodeProgress
 from .sampler import DEFAULT_FEATHER, mask_inputs, run_sampler, sampler_input, seed_input
-from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconModel, ZeconStyle
+from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconModel, ZeconStyle
 
 MAIN_WEIGHTS = ("clip_global_patch", "clip_dir_patch", "zecon", "mse", "vgg")
 

@@ -13,7 +13,7 @@ place with :func:`os.replace`.
 
 Command line::
 
-    python -m zecon_core.convert 256x256_diffusion_uncond.pt [out.safetensors] [--force]
+    python -m zecon_core.files.convert 256x256_diffusion_uncond.pt [out.safetensors] [--force]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def convert_to_safetensors(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m zecon_core.convert",
+        prog="python -m zecon_core.files.convert",
         description="Convert a .pt/.pth/.bin checkpoint to .safetensors (same keys, verified).",
     )
     parser.add_argument("src", help="checkpoint to convert (.pt/.pth/.bin)")

@@ -22,9 +22,9 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import diffusion as D
-from .draws import Draws
-from .guidance import NonFiniteError
-from .mask import inside, keep_outside
+from ..guidance.draws import Draws
+from ..guidance.core import NonFiniteError
+from ..guidance.mask import inside, keep_outside
 from .schedule import Schedule
 
 Denoise = Callable[[torch.Tensor, int], torch.Tensor]

@@ -6,12 +6,12 @@ import dataclasses
 
 from comfy_api.latest import io
 
-from ..zecon_core.images import SIZE_POLICIES, from_bhwc, prepare_source, to_bhwc
-from ..zecon_core.pipeline import Inversion, invert
-from . import validation as V
-from .device import on_device, plain
-from .progress import NodeProgress
-from .types import CATEGORY, ZeconLatent, ZeconModel
+from ...zecon_core.files.images import SIZE_POLICIES, from_bhwc, prepare_source, to_bhwc
+from ...zecon_core.pixel.pipeline import Inversion, invert
+from .. import validation as V
+from ..device import on_device, plain
+from ..progress import NodeProgress
+from ..types import CATEGORY, ZeconLatent, ZeconModel
 
 RESPACING_TOOLTIP = ("Diffusion steps, as guided-diffusion's timestep_respacing: '50' (the original), sections like "
                      "'10,20', or 'ddim25'. More steps: slower, finer.")

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .unet import ADMConfig, UNetModel
-from .vgg import VGGFeatures
+from ..pixel.unet import ADMConfig, UNetModel
+from ..guidance.vgg import VGGFeatures
 
 TINY_FILES = {"unet": "tiny_adm.safetensors", "clip": "tiny_clip.safetensors", "vgg": "tiny_vgg.safetensors"}
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..zecon_core.images import to_bhwc
-from ..zecon_core.pipeline import START_MODES, sample_guided
-from ..zecon_core.sampler import SAMPLERS
-from . import validation as V
-from .device import on_device, plain
-from .progress import NodeProgress
-from .types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconLatent, ZeconModel, ZeconStyle
+from ...zecon_core.files.images import to_bhwc
+from ...zecon_core.pixel.pipeline import START_MODES, sample_guided
+from ...zecon_core.pixel.sampler import SAMPLERS
+from .. import validation as V
+from ..device import on_device, plain
+from ..progress import NodeProgress
+from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconLatent, ZeconModel, ZeconStyle
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 DEFAULT_FEATHER = 8

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .adm_loader import build_unet, check_head_settings
-from .checkpoints import load_state_dict
+from ..files.checkpoints import load_state_dict
 from .unet import ADMConfig, UNetModel
 
 # torch.compile (TorchDynamo), under a name that text-matching malware scanners do not confuse

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import CheckpointError, load_state_dict
+from ..files.checkpoints import CheckpointError, load_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,7 +77,7 @@ def ensure_vgg(folder: str | os.PathLike, progress=None) -> VGGFeatures:
 
     from safetensors.torch import save_file
 
-    from .download import ensure_known_model
+    from ..files.download import ensure_known_model
 
     folder = Path(folder)
     small = folder / LAYERS_FILE

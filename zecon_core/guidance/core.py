@@ -29,9 +29,7 @@ import torch
 
 from . import losses as L
 from .augment import render_views
-from .diffusion import q_sample
 from .draws import Draws
-from .schedule import Schedule
 
 # CPU default of ZeconGuidance.clip_batch: views per CLIP pass with gradients (memory; no cost in speed)
 CPU_CLIP_BATCH = 4
@@ -146,33 +144,17 @@ class LossView:
 CONTENT_LOSSES = ("zecon", "mse")   # the losses that see LossView.content; the others see the image
 
 
-def blend_factor(s: Schedule, i: int) -> float:
-    """f = sqrt(1 - ᾱ_i) of the respaced schedule (a Python float, as the original's numpy scalar)."""
-    return float(s.arrays["sqrt_one_minus_alphas_cumprod"][i])
-
-
-def output_blend(s: Schedule, i: int, pred_x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """x̂ = x̂0 f + x_i (1 - f): what the losses see of the output."""
-    f = blend_factor(s, i)
-    return pred_x0 * f + x * (1 - f)
-
-
-def source_blend(s: Schedule, i: int, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """ŷ = x0 f + q_sample(x0, i, ε) (1 - f): what the losses compare against."""
-    f = blend_factor(s, i)
-    return x0 * f + q_sample(s, x0, i, noise) * (1 - f)
-
-
 class NonFiniteError(FloatingPointError):
     """A loss, gradient or latent stopped being finite."""
 
 
 class ZeconGuidance:
-    """``guidance(x, i, pred_x0) -> (-∇_x L, {loss: weighted value})``.
+    """The loss terms of eq. 8 on a backbone's :class:`LossView` and their gradient (``gradient``).
 
-    ``pred_x0`` must be a differentiable function of ``x`` (the UNet output
-    of this step); ``features`` computes UNet encoder features at t = 0 for
+    ``features(x, layers)`` computes the model's own encoder features at t = 0 for
     the ZeCon loss; ``clip`` and ``vgg`` are needed only when their losses are on.
+    A backbone builds the view (``zecon_core.pixel.guidance.PixelGuidance``,
+    ``zecon_core.latent.guidance.LatentGuidance``).
 
     ``clip_batch``: at most this many views with gradients go through CLIP at once;
     each batch is differentiated and freed before the next, so CLIP's activation
@@ -181,13 +163,13 @@ class ZeconGuidance:
     ``"auto"`` (default): 4 on the CPU, where batching gains nothing, None on a GPU.
     """
 
-    def __init__(self, config: GuidanceConfig, schedule: Schedule, inputs: GuidanceInputs, draws: Draws, *,
+    def __init__(self, config: GuidanceConfig, inputs: GuidanceInputs, draws: Draws, *,
                  features=None, clip=None, vgg=None, clip_autocast: torch.dtype | None = None,
                  clip_batch: int | str | None = "auto"):
         if not (clip_batch is None or clip_batch == "auto" or (isinstance(clip_batch, int) and clip_batch >= 1)):
             raise ValueError(f"clip_batch must be None, 'auto' or an integer >= 1, got {clip_batch!r}")
         self.clip_batch = clip_batch
-        self.cfg, self.s, self.inputs, self.draws = config, schedule, inputs, draws
+        self.cfg, self.inputs, self.draws = config, inputs, draws
         self.features, self.clip, self.vgg = features, clip, vgg
         self.clip_autocast = clip_autocast
         self.last_losses: dict[str, float] = {}
@@ -198,20 +180,6 @@ class ZeconGuidance:
             raise ValueError("the VGG loss is on but no VGG model was given")
         if w["zecon"] > 0 and features is None:
             raise ValueError("the ZeCon loss is on but no UNet feature extractor was given")
-
-    def __call__(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor):
-        """-∇_x L and the weighted loss values of the pixel backbone (the original's ``cond_fn``)."""
-        return self.gradient(self.pixel_view(x, i, pred_x0), x, self._on(i), i)
-
-    def pixel_view(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor) -> LossView:
-        """The pixel backbone's view: x̂ = x̂0 f + x_i (1 - f) against ŷ = x0 f + q_sample(x0, i, ε_loss) (1 - f)."""
-        x_in = output_blend(self.s, i, pred_x0, x)
-        x0 = self.inputs.source
-
-        def source(loss):
-            return source_blend(self.s, i, x0, self.draws.source_noise(i, loss, x0))
-
-        return LossView(x_in, x_in, pred_x0, source)
 
     def gradient(self, view: LossView, wrt: torch.Tensor, on: dict[str, bool], i: int):
         """-∇_wrt L and the weighted loss values for the losses switched ``on``.
@@ -263,17 +231,6 @@ class ZeconGuidance:
     def weights_on(self, only: str | None = None) -> dict[str, bool]:
         """Which losses have a weight > 0 (all, or only ``only``)."""
         return self.cfg.weights_on(only)
-
-    def _on(self, i: int, only: str | None = None) -> dict[str, bool]:
-        """The pixel backbone's losses at respaced index ``i``: MSE and VGG stop at their cut-offs."""
-        on = self.weights_on(only)
-        on["mse"] &= i < self.cfg.mse_max_t
-        on["vgg"] &= i < self.cfg.vgg_max_t
-        return on
-
-    def terms(self, x: torch.Tensor, i: int, pred_x0: torch.Tensor, only: str | None = None) -> dict[str, torch.Tensor]:
-        """Weighted loss terms (each summed over the batch) at respaced index ``i`` (pixel backbone)."""
-        return self.view_terms(self.pixel_view(x, i, pred_x0), self._on(i, only), i)
 
     def view_terms(self, view: LossView, on: dict[str, bool], i: int) -> dict[str, torch.Tensor]:
         """Weighted loss terms (each summed over the batch) of a view, without any backward."""
@@ -418,10 +375,6 @@ class ZeconGuidance:
             L.zecon_loss([f[b] for f in feats_q], [f[b] for f in feats_k], [p[b] for p in ids], cfg.nce_temperature)
             for b in range(x_in.shape[0])
         ])
-
-    def diagnose(self, x: torch.Tensor, i: int, pred_x0_fn) -> str:
-        """Name the loss whose value or gradient is not finite (pixel backbone; recomputes each loss alone)."""
-        return self.diagnose_view(x, i, lambda xx: self.pixel_view(xx, i, pred_x0_fn(xx)), lambda only: self._on(i, only))
 
     def diagnose_view(self, wrt: torch.Tensor, i: int, view_of, on_for) -> str:
         """Name the loss whose value or gradient is not finite: ``view_of(wrt) -> LossView``,

@@ -12,7 +12,7 @@ import re
 
 import torch
 
-from .checkpoints import CheckpointError
+from ..files.checkpoints import CheckpointError
 from .unet import ADMConfig, UNetModel
 
 _REQUIRED = ("time_embed.0.weight", "input_blocks.0.0.weight", "out.2.weight", "middle_block.0.in_layers.0.weight")

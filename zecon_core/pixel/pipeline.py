@@ -15,17 +15,18 @@ import torch
 
 from . import diffusion as D
 from .adm_loader import native_size
-from .clip_model import ClipModel
+from ..guidance.clip_model import ClipModel
 from .determinism import reproducible
-from .draws import Draws
-from .guidance import GuidanceConfig, GuidanceInputs, ZeconGuidance
-from .mask import prepare_mask
+from ..guidance.draws import Draws
+from ..guidance.core import GuidanceConfig, GuidanceInputs
+from .guidance import PixelGuidance
+from ..guidance.mask import prepare_mask
 from .memory import check_fits, run_guarded
 from .model import DiffusionModel
 from .sampler import SAMPLERS, Callback, ddim_invert, sample
 from .schedule import Schedule
-from .style import StylePrompt, check_style, encode_style, style_embeddings
-from .vgg import VGGFeatures
+from ..guidance.style import StylePrompt, check_style, encode_style, style_embeddings
+from ..guidance.vgg import VGGFeatures
 
 START_MODES = ("renoise", "latent")
 
@@ -163,7 +164,7 @@ def _make_guidance(model, s, x0, style, clip, cfg: GuidanceConfig, vgg, draws, b
     clip_dtype = model.autocast_dtype() if cfg.uses_clip else None
     clip = clip if cfg.uses_clip else None
     vgg = vgg.to(dev) if cfg.vgg > 0 and vgg is not None else None
-    return ZeconGuidance(cfg, s, inputs, draws, features=model.features, clip=clip, vgg=vgg, clip_autocast=clip_dtype)
+    return PixelGuidance(cfg, s, inputs, draws, features=model.features, clip=clip, vgg=vgg, clip_autocast=clip_dtype)
 
 
 def _denoiser(model: DiffusionModel, s: Schedule):
