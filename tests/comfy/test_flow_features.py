@@ -187,6 +187,28 @@ def test_every_form_of_the_conditioning_gives_the_same_features(F, family):
     assert not torch.allclose(results[0][1], other[1])      # the context matters from block 1 on
 
 
+@pytest.mark.parametrize("family", ["flux_dev", "sd35", "lumina2"])
+def test_zecons_patchnce_takes_the_features_unchanged_and_decreases_along_its_gradient(F, family):
+    """zecon_core's ZeCon loss (eq. 7) on the DiT features of a prediction against the source's."""
+    from zecon_pack.zecon_core.guidance.losses import zecon_loss
+    model = tiny_flow.tiny_model(family, seed=24)
+    source = tiny_flow.latent(family, seed=25, height=8, width=8)
+    feats = F.build_features(model, tiny_flow.conditioning(family, 7), layers=(0, 1))
+    with torch.no_grad():
+        keys = feats(source)
+    ids = [torch.randperm(k.shape[-2] * k.shape[-1], generator=torch.Generator().manual_seed(i))[:8]
+           for i, k in enumerate(keys)]
+
+    def loss(z):
+        return zecon_loss([f[0] for f in feats(z)], [k[0] for k in keys], ids)
+    z = (source + torch.randn(source.shape, generator=torch.Generator().manual_seed(26))).requires_grad_()
+    before = loss(z)
+    before.backward()
+    with torch.no_grad():
+        after = loss(z - z.grad / z.grad.norm() * 1e-2 * z.norm())
+    assert torch.isfinite(before) and after < before
+
+
 def test_source_features_are_reused_only_for_the_same_unchanged_tensor(F, monkeypatch):
     model = tiny_flow.tiny_model("sd3", seed=20)
     feats = F.build_features(model, tiny_flow.conditioning("sd3", 7), layers=(0, 1))
