@@ -33,6 +33,8 @@ qwen_image     Qwen-Image, Qwen-Image-Edit               transformer_blocks     
                                                                                  img_mod
 lumina2        Lumina 2, Z-Image (NextDiT)               layers                  attention_norm1  0, 2, 4
                                                                                  × (1 + scale)
+hidream        HiDream-I1 (not E1's image_cond)          double_stream_blocks,   norm1_i +        0, 2, 4
+                                                         single_stream_blocks    adaLN
 =============  ========================================  ======================  ===============  ========
 
 The defaults are the same on every family: three blocks from the first five (ZeCon's layers
@@ -74,6 +76,7 @@ import torch
 from comfy.ldm.chroma.model import Chroma
 from comfy.ldm.flux.layers import apply_mod
 from comfy.ldm.flux.model import Flux
+from comfy.ldm.hidream.model import HiDreamImageTransformer2DModel
 from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.lumina.model import modulate as lumina_modulate
 from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
@@ -85,7 +88,7 @@ from .flux_blocks import double_block_forward, single_block_forward
 
 FEATURES = ("modulated", "residual")
 DEFAULT_LAYERS = {"flux": (0, 2, 4), "flux2": (0, 2, 4), "chroma": (0, 2, 4), "sd3": (0, 2, 4),
-                  "qwen_image": (0, 2, 4), "lumina2": (0, 2, 4)}
+                  "qwen_image": (0, 2, 4), "lumina2": (0, 2, 4), "hidream": (0, 2, 4)}
 FAMILIES = tuple(DEFAULT_LAYERS)
 
 # family -> the block lists in the order the model runs them: (attribute, block kind)
@@ -94,10 +97,12 @@ BLOCK_LISTS = {"flux": (("double_blocks", "double"), ("single_blocks", "single")
                "chroma": (("double_blocks", "double"), ("single_blocks", "single")),
                "sd3": (("joint_blocks", "joint"),),
                "qwen_image": (("transformer_blocks", "qwen"),),
-               "lumina2": (("layers", "lumina"),)}
+               "lumina2": (("layers", "lumina"),),
+               "hidream": (("double_stream_blocks", "hidream"), ("single_stream_blocks", "hidream"))}
 OUT_OF_PLACE = {"double": double_block_forward, "single": single_block_forward}
 
-SUPPORTED = "Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image"
+SUPPORTED = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image, "
+             "HiDream-I1")
 
 
 def family_of(model_patcher) -> str:
@@ -118,6 +123,8 @@ def family_of(model_patcher) -> str:
         family = "qwen_image"
     elif kind is NextDiT:
         family = "lumina2"
+    elif kind is HiDreamImageTransformer2DModel:
+        family = "hidream"
     if family is None or not isinstance(sampling, comfy.model_sampling.CONST):
         prediction = getattr(getattr(base, "model_type", None), "name", "?")
         raise ValueError(
@@ -218,7 +225,20 @@ def _lumina(block, args, kwargs, grid, modulated):
     return lumina_modulate(block.attention_norm1(x), block.adaLN_modulation(a["adaln_input"]).chunk(4, dim=1)[0])
 
 
-TOKENS = {"double": _flux_double, "single": _flux_single, "joint": _joint, "qwen": _qwen, "lumina": _lumina}
+def _hidream(block, args, kwargs, grid, modulated):
+    # HiDreamImageBlock -> its .block (double or single); image tokens come first in both
+    a = _arguments(block, args, kwargs)
+    inner = block.block
+    x = a["image_tokens"][:, :grid.n]
+    if not modulated:
+        return x
+    chunks = 12 if a["text_tokens"] is not None else 6
+    shift, scale = inner.adaLN_modulation(a["adaln_input"])[:, None].chunk(chunks, dim=-1)[:2]
+    return inner.norm1_i(x).to(dtype=x.dtype) * (1 + scale) + shift
+
+
+TOKENS = {"double": _flux_double, "single": _flux_single, "joint": _joint, "qwen": _qwen, "lumina": _lumina,
+          "hidream": _hidream}
 
 
 def _grid(family: str, dm, latent: torch.Tensor, txt_tokens: int) -> _Grid:
@@ -440,4 +460,7 @@ def build_features(model_patcher, cond, layers=None, feature: str = "modulated",
     dtype = dtype or compute_dtype(base, device)
     with torch.inference_mode(False):
         conds = _model_conds(base, cond, latent, device)
+    if "image_cond" in conds:
+        raise ValueError("model: HiDream-E1's edit conditioning (image_cond: the source image beside the latent) "
+                         "is not supported for ZeCon features; use HiDream-I1")
     return FlowFeatures(family, base, conds, layers[-1] + 1, feature, device, dtype, layers)

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.comfy
 
 FLUX_TYPE = ("flux_dev", "flux_schnell", "flux2", "chroma")
 FAMILY = {"flux_dev": "flux", "flux_schnell": "flux", "flux2": "flux2", "chroma": "chroma", "sd3": "sd3",
-          "sd35": "sd3", "qwen_image": "qwen_image", "lumina2": "lumina2", "zimage": "lumina2"}
+          "sd35": "sd3", "qwen_image": "qwen_image", "lumina2": "lumina2", "zimage": "lumina2",
+          "hidream": "hidream"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def blocks_in_order(F, model, family):
 # token, sub-module whose input is the residual stream); the image tokens are sliced as features.py does.
 PROBES = {"double": ("img_attn.qkv", "img_norm1"), "single": ("linear1", "pre_norm"),
           "joint": ("x_block.attn.qkv", "x_block.norm1"), "qwen": ("attn.to_q", "img_norm1"),
-          "lumina": ("attention.qkv", "attention_norm1")}
+          "lumina": ("attention.qkv", "attention_norm1"), "hidream": ("block.attn1", "block.norm1_i")}
 
 
 def image_slice(kind, tokens, n, txt, pad):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.comfy
 CLASSES = {"flux_dev": ("Flux", "Flux"), "flux_schnell": ("Flux", "Flux"), "flux2": ("Flux2", "Flux"),
            "chroma": ("Chroma", "Chroma"), "sd3": ("SD3", "OpenAISignatureMMDITWrapper"),
            "sd35": ("SD3", "OpenAISignatureMMDITWrapper"), "qwen_image": ("QwenImage", "QwenImageTransformer2DModel"),
-           "lumina2": ("Lumina2", "NextDiT"), "zimage": ("Lumina2", "NextDiT")}
+           "lumina2": ("Lumina2", "NextDiT"), "zimage": ("Lumina2", "NextDiT"),
+           "hidream": ("HiDream", "HiDreamImageTransformer2DModel")}
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,13 @@ qwen_image    QwenImage              qwen_image      16 ch   [B,8,32]   -       
                                                      (5-D: [B,16,1,h,w])
 lumina2       Lumina2                lumina NextDiT  16 ch   [B,8,32]   -                   1 ref. + 3
 zimage        ZImage                 NextDiT (z-mod) 16 ch   [B,8,32]   -                   1 ref. + 3
+hidream       HiDream                hidream (MoE)   16 ch   [B,8,32]   32 (p_embedder)     2 + 2
+                                                             + Llama-3 [B,3,8,32]
 ============  =====================  ==============  ======  =========  ==================  =======
 
 (*) Flux.2: global modulation, 4 rope axes, SiLU-gated MLPs, patch size 1 on 128 channels; its
 ``extra_conds`` pads the context to 512 tokens. "2 + 2" = double-stream + single-stream blocks.
+HiDream's CONDITIONING carries the Llama-3 hidden-state stack as ``conditioning_llama3``.
 
 ``sd35`` is the family loaded from a file: :func:`write_sd35_unet` writes a diffusion-model
 file (SD3.5-style: RMS q/k norm, the second self-attention in block 0) that ComfyUI's own
@@ -52,7 +55,7 @@ except ImportError:   # in a server, loaded by tests/comfy/tiny_flow_pack, which
 DEFAULT_SEED = 0
 TOKENS = 8                  # text tokens of the tiny conditioning
 CONTEXT = 32                # text feature width of every tiny family
-POOLED = {"flux_dev": 16, "flux_schnell": 16, "sd3": 32, "sd35": 32}
+POOLED = {"flux_dev": 16, "flux_schnell": 16, "sd3": 32, "sd35": 32, "hidream": 32}
 
 _FLUX = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED["flux_dev"],
          "context_in_dim": CONTEXT, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
@@ -93,11 +96,20 @@ _ZIMAGE = {**_LUMINA2, "dim": 256, "n_heads": 4, "n_kv_heads": 4, "axes_dims": [
            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
            "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
 
+# HiDream: every block also attends to its own Llama-3 layer (llama_layers picks them from the
+# [B, layers, tokens, width] stack "conditioning_llama3"); the MoE MLPs route each token to 1 of 2 experts.
+_HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 2,
+            "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2,
+            "caption_channels": [CONTEXT, CONTEXT], "text_emb_dim": 32, "num_routed_experts": 2,
+            "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8], "max_resolution": [128, 128],
+            "llama_layers": [0, 1, 2, 2]}
+LLAMA_LAYERS = 3
+
 # family -> (comfy.supported_models class name, unet config)
 CONFIGS = {"flux_dev": ("Flux", _FLUX), "flux_schnell": ("FluxSchnell", {**_FLUX, "guidance_embed": False}),
            "flux2": ("Flux2", _FLUX2), "chroma": ("Chroma", _CHROMA), "sd3": ("SD3", _SD3),
            "sd35": ("SD3", _SD35), "qwen_image": ("QwenImage", _QWEN), "lumina2": ("Lumina2", _LUMINA2),
-           "zimage": ("ZImage", _ZIMAGE)}
+           "zimage": ("ZImage", _ZIMAGE), "hidream": ("HiDream", _HIDREAM)}
 FAMILIES = tuple(CONFIGS)
 LATENT_CHANNELS = {f: (128 if f == "flux2" else 16) for f in FAMILIES}
 SD35_FILE = "tiny_sd35_mmdit.safetensors"
@@ -168,6 +180,8 @@ def conditioning(family: str = "flux_dev", seed: int = DEFAULT_SEED, batch: int 
         extras["pooled_output"] = torch.randn(batch, POOLED[family], generator=g)
     if family in ("flux_dev", "flux2"):
         extras["guidance"] = 3.5
+    if family == "hidream":
+        extras["conditioning_llama3"] = torch.randn(batch, LLAMA_LAYERS, TOKENS, CONTEXT, generator=g)
     return [[cond, extras]]
 
 
