@@ -39,8 +39,26 @@ Conditioning (:func:`conditioning`) is ComfyUI's CONDITIONING format ``[[cond, e
 without a text encoder; :func:`latent` gives a latent in the shape the family's diffusion model
 takes (Qwen-Image's 5-D, as ``comfy.sample.fix_empty_latent_channels`` makes it).
 
+VAEs (:func:`tiny_vae`, ``comfy.sd.VAE`` in each family's real VAE architecture, 32 / 8 channels wide):
+
+=====================================  =========================================  ====================
+families                               VAE                                        latent
+=====================================  =========================================  ====================
+flux_*, chroma, sd3, sd35, lumina2,    AutoencoderKL, 16 z-channels               16 ch at 1/8
+zimage, hidream
+flux2                                  AutoencoderKL + batch-norm latent (2x2     128 ch at 1/16
+                                       patches of 32 z-channels), as ComfyUI
+                                       builds Flux.2's VAE
+qwen_image                             Wan 2.1 VAE (3-D causal), detected by      16 ch at 1/8, 5-D
+                                       comfy.sd.VAE from its state dict
+=====================================  =========================================  ====================
+
+TAE decoders for models/vae_approx: :func:`write_taef1` (Flux.1 / Chroma / Lumina2 / HiDream latents:
+``latent_formats.Flux.taesd_decoder_name``); SD3's ``taesd3`` is ``tiny_sd.write_taesd``'s.
+
 Node pack (tests/comfy/tiny_flow_pack, ``comfy_server_factory(packs={"zecon_tiny_flow": dir})``):
-``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT.
+``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT;
+``ZeconTestTinyFlowVAE`` (family, seed) -> VAE.
 """
 from __future__ import annotations
 
@@ -194,3 +212,39 @@ def latent(family: str = "flux_dev", seed: int = DEFAULT_SEED, batch: int = 1, h
     if family == "qwen_image":
         shape = (batch, 16, 1, height, width)
     return torch.randn(shape, generator=g)
+
+
+# ------------------------------------------------------------------ VAEs
+def tiny_vae(family: str = "flux_dev", seed: int = DEFAULT_SEED):
+    """VAE (``comfy.sd.VAE``) whose latents are the family's (see the module table)."""
+    import comfy.sd
+    if _check(family) == "qwen_image":
+        return comfy.sd.VAE(sd=wan21_vae_state_dict(seed))
+    if family != "flux2":
+        return tiny_sd.tiny_vae("flow", seed)
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    params = {"ddconfig": {**tiny_sd.kl_ddconfig(32), "batch_norm_latent": True}, "embed_dim": 32}
+    sd = tiny_sd.random_state_dict(AutoencoderKL(**params), seed)
+    sd["bn.running_var"] = sd["bn.running_var"].abs() + 1.0        # a variance (fill_random_ draws N(0, 0.02))
+    vae = comfy.sd.VAE(sd=sd, config={"params": params})
+    # what comfy.sd.VAE sets when it detects the batch-norm latent in a Flux.2 VAE file
+    vae.latent_channels, vae.downscale_ratio, vae.upscale_ratio = 128, 16, 16
+    return vae
+
+
+def wan21_vae_state_dict(seed: int = DEFAULT_SEED) -> dict:
+    """A Wan 2.1 VAE (Qwen-Image's) 8 channels wide, as a file holds it: ``comfy.sd.VAE`` reads the width
+    from ``decoder.head.0.gamma`` and the rest of the architecture from the key names."""
+    from comfy.ldm.wan.vae import WanVAE
+    net = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    sd = tiny_sd.random_state_dict(net, seed)
+    return {k: (v.abs() + 1.0 if k.endswith("gamma") else v) for k, v in sd.items()}   # RMS-norm scales ~ 1
+
+
+def write_taef1(folder, seed: int = DEFAULT_SEED) -> dict:
+    """``taef1_decoder.safetensors`` and ``taef1_encoder.safetensors`` (16-channel TAESD halves) in ``folder``."""
+    folder = Path(folder)
+    return {f"taef1_{part}.safetensors": tiny_sd._save(tiny_sd.taesd_half(part, 16, seed + j),
+                                                      folder / f"taef1_{part}.safetensors")
+            for j, part in enumerate(("decoder", "encoder"))}
