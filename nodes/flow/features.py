@@ -1,12 +1,12 @@
-"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image).
+"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image, HiDream).
 
 A DiT has no UNet encoder; the image tokens of its first transformer blocks play its role (one
 token per latent patch, so PatchNCE's patches are tokens). As the SD backbone does with its
 encoder, the blocks run at t = 0 (σ = 0: the clean-image end of the flow) on the given clean
 latent, with one fixed text context per run (the negative prompt's, else the positive's).
 
-Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type: the
-double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
+Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type and HiDream:
+the double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
 refiners). Its feature is the image tokens *entering* block i, either
 
 * ``"modulated"`` (default): as block i's AdaLN modulates them for its attention,
@@ -101,6 +101,10 @@ BLOCK_LISTS = {"flux": (("double_blocks", "double"), ("single_blocks", "single")
                "hidream": (("double_stream_blocks", "hidream"), ("single_stream_blocks", "hidream"))}
 OUT_OF_PLACE = {"double": double_block_forward, "single": single_block_forward}
 
+# diffusion-model class -> family (Flux.2 is a Flux with global modulation)
+ARCHITECTURES = {Flux: "flux", Chroma: "chroma", OpenAISignatureMMDITWrapper: "sd3",
+                 QwenImageTransformer2DModel: "qwen_image", NextDiT: "lumina2",
+                 HiDreamImageTransformer2DModel: "hidream"}
 SUPPORTED = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image, "
              "HiDream-I1")
 
@@ -111,20 +115,9 @@ def family_of(model_patcher) -> str:
     base = model_patcher.model
     dm = getattr(base, "diffusion_model", None)
     sampling = model_patcher.get_model_object("model_sampling")
-    kind = type(dm)
-    family = None
-    if kind is Flux:
-        family = "flux2" if dm.params.global_modulation else "flux"
-    elif kind is Chroma:
-        family = "chroma"
-    elif kind is OpenAISignatureMMDITWrapper:
-        family = "sd3"
-    elif kind is QwenImageTransformer2DModel:
-        family = "qwen_image"
-    elif kind is NextDiT:
-        family = "lumina2"
-    elif kind is HiDreamImageTransformer2DModel:
-        family = "hidream"
+    family = ARCHITECTURES.get(type(dm))       # exact classes: subclasses (e.g. ChromaRadiance) are other models
+    if family == "flux" and dm.params.global_modulation:
+        family = "flux2"
     if family is None or not isinstance(sampling, comfy.model_sampling.CONST):
         prediction = getattr(getattr(base, "model_type", None), "name", "?")
         raise ValueError(
