@@ -346,7 +346,7 @@ class FlowFeatures:
 
     ``latent``: model-space latent (``process_latent_in`` applied) as the diffusion model takes it
     ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it. A no-grad call with
-    the very tensor of the previous no-grad call, unchanged since (same object, same version: the
+    the tensor of the previous no-grad call (or a view of it with the same layout), unchanged since (the
     source latent, whose features the guidance asks for at every step), returns the same features."""
 
     def __init__(self, family: str, base_model, model_conds: dict, n_blocks: int, feature: str, device, dtype,
@@ -372,7 +372,7 @@ class FlowFeatures:
         self.model._modules = {**base_model._modules, "diffusion_model": dm}
         self.model.manual_cast_dtype = dtype
         self._run = None
-        self._source = None     # (latent, its version, layers, features) of the last no-grad call
+        self._source = None     # (latent, its key, features) of the last no-grad call
 
     def _hook(self, position: int, tokens):
         def pre_hook(block, args, kwargs):
@@ -390,10 +390,9 @@ class FlowFeatures:
         if wanted[-1] >= self.n_blocks or wanted[0] < 0:
             raise ValueError(f"zecon_layers: {wanted} outside the {self.n_blocks} blocks these features were built "
                              f"with (0..{self.n_blocks - 1})")
-        cached = self._source
-        if (cached is not None and not torch.is_grad_enabled() and cached[0] is latent
-                and not latent.is_inference() and cached[1] == latent._version and cached[2] == wanted):
-            return cached[3]
+        key = self._source_key(latent, wanted)
+        if key is not None and self._source is not None and self._source[1] == key:
+            return self._source[2]
         b = latent.shape[0]
         kwargs = {k: c.process_cond(batch_size=b, area=None).concat([]) for k, c in self.model_conds.items()}
         context = kwargs.get("c_crossattn")
@@ -412,9 +411,18 @@ class FlowFeatures:
             raise RuntimeError(f"{type(self.diffusion_model).__name__}'s forward did not reach blocks "
                                f"{[i for i in wanted if i not in run.out]}")
         out = [self._map(run.out[i], grid) for i in wanted]
-        if not torch.is_grad_enabled() and not latent.is_inference():
-            self._source = (latent, latent._version, wanted, out)
+        if key is not None:
+            self._source = (latent, key, out)      # the tensor is held: its memory cannot be reused meanwhile
         return out
+
+    @staticmethod
+    def _source_key(latent: torch.Tensor, wanted: list[int]):
+        """What identifies a no-grad call's input without reading it: the same memory, layout and version
+        counter (shared by all views of a tensor, bumped by every in-place change) mean the same values."""
+        if torch.is_grad_enabled() or latent.is_inference() or latent.is_meta:
+            return None
+        return (latent.data_ptr(), latent.shape, latent.stride(), latent.dtype, latent.device, latent._version,
+                tuple(wanted))
 
     @staticmethod
     def _map(tokens: torch.Tensor, grid: _Grid) -> torch.Tensor:
