@@ -1,12 +1,12 @@
-"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image).
+"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image, HiDream).
 
 A DiT has no UNet encoder; the image tokens of its first transformer blocks play its role (one
 token per latent patch, so PatchNCE's patches are tokens). As the SD backbone does with its
 encoder, the blocks run at t = 0 (σ = 0: the clean-image end of the flow) on the given clean
 latent, with one fixed text context per run (the negative prompt's, else the positive's).
 
-Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type: the
-double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
+Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type and HiDream:
+the double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
 refiners). Its feature is the image tokens *entering* block i, either
 
 * ``"modulated"`` (default): as block i's AdaLN modulates them for its attention,
@@ -101,6 +101,10 @@ BLOCK_LISTS = {"flux": (("double_blocks", "double"), ("single_blocks", "single")
                "hidream": (("double_stream_blocks", "hidream"), ("single_stream_blocks", "hidream"))}
 OUT_OF_PLACE = {"double": double_block_forward, "single": single_block_forward}
 
+# diffusion-model class -> family (Flux.2 is a Flux with global modulation)
+ARCHITECTURES = {Flux: "flux", Chroma: "chroma", OpenAISignatureMMDITWrapper: "sd3",
+                 QwenImageTransformer2DModel: "qwen_image", NextDiT: "lumina2",
+                 HiDreamImageTransformer2DModel: "hidream"}
 SUPPORTED = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image, "
              "HiDream-I1")
 
@@ -111,20 +115,9 @@ def family_of(model_patcher) -> str:
     base = model_patcher.model
     dm = getattr(base, "diffusion_model", None)
     sampling = model_patcher.get_model_object("model_sampling")
-    kind = type(dm)
-    family = None
-    if kind is Flux:
-        family = "flux2" if dm.params.global_modulation else "flux"
-    elif kind is Chroma:
-        family = "chroma"
-    elif kind is OpenAISignatureMMDITWrapper:
-        family = "sd3"
-    elif kind is QwenImageTransformer2DModel:
-        family = "qwen_image"
-    elif kind is NextDiT:
-        family = "lumina2"
-    elif kind is HiDreamImageTransformer2DModel:
-        family = "hidream"
+    family = ARCHITECTURES.get(type(dm))       # exact classes: subclasses (e.g. ChromaRadiance) are other models
+    if family == "flux" and dm.params.global_modulation:
+        family = "flux2"
     if family is None or not isinstance(sampling, comfy.model_sampling.CONST):
         prediction = getattr(getattr(base, "model_type", None), "name", "?")
         raise ValueError(
@@ -353,7 +346,7 @@ class FlowFeatures:
 
     ``latent``: model-space latent (``process_latent_in`` applied) as the diffusion model takes it
     ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it. A no-grad call with
-    the very tensor of the previous no-grad call, unchanged since (same object, same version: the
+    the tensor of the previous no-grad call (or a view of it with the same layout), unchanged since (the
     source latent, whose features the guidance asks for at every step), returns the same features."""
 
     def __init__(self, family: str, base_model, model_conds: dict, n_blocks: int, feature: str, device, dtype,
@@ -379,7 +372,7 @@ class FlowFeatures:
         self.model._modules = {**base_model._modules, "diffusion_model": dm}
         self.model.manual_cast_dtype = dtype
         self._run = None
-        self._source = None     # (latent, its version, layers, features) of the last no-grad call
+        self._source = None     # (latent, its key, features) of the last no-grad call
 
     def _hook(self, position: int, tokens):
         def pre_hook(block, args, kwargs):
@@ -397,10 +390,9 @@ class FlowFeatures:
         if wanted[-1] >= self.n_blocks or wanted[0] < 0:
             raise ValueError(f"zecon_layers: {wanted} outside the {self.n_blocks} blocks these features were built "
                              f"with (0..{self.n_blocks - 1})")
-        cached = self._source
-        if (cached is not None and not torch.is_grad_enabled() and cached[0] is latent
-                and not latent.is_inference() and cached[1] == latent._version and cached[2] == wanted):
-            return cached[3]
+        key = self._source_key(latent, wanted)
+        if key is not None and self._source is not None and self._source[1] == key:
+            return self._source[2]
         b = latent.shape[0]
         kwargs = {k: c.process_cond(batch_size=b, area=None).concat([]) for k, c in self.model_conds.items()}
         context = kwargs.get("c_crossattn")
@@ -419,9 +411,18 @@ class FlowFeatures:
             raise RuntimeError(f"{type(self.diffusion_model).__name__}'s forward did not reach blocks "
                                f"{[i for i in wanted if i not in run.out]}")
         out = [self._map(run.out[i], grid) for i in wanted]
-        if not torch.is_grad_enabled() and not latent.is_inference():
-            self._source = (latent, latent._version, wanted, out)
+        if key is not None:
+            self._source = (latent, key, out)      # the tensor is held: its memory cannot be reused meanwhile
         return out
+
+    @staticmethod
+    def _source_key(latent: torch.Tensor, wanted: list[int]):
+        """What identifies a no-grad call's input without reading it: the same memory, layout and version
+        counter (shared by all views of a tensor, bumped by every in-place change) mean the same values."""
+        if torch.is_grad_enabled() or latent.is_inference() or latent.is_meta:
+            return None
+        return (latent.data_ptr(), latent.shape, latent.stride(), latent.dtype, latent.device, latent._version,
+                tuple(wanted))
 
     @staticmethod
     def _map(tokens: torch.Tensor, grid: _Grid) -> torch.Tensor:

@@ -210,7 +210,7 @@ def test_zecons_patchnce_takes_the_features_unchanged_and_decreases_along_its_gr
     assert torch.isfinite(before) and after < before
 
 
-def test_source_features_are_reused_only_for_the_same_unchanged_tensor(F, monkeypatch):
+def test_source_features_are_reused_only_for_the_same_unchanged_memory(F, monkeypatch):
     model = tiny_flow.tiny_model("sd3", seed=20)
     feats = F.build_features(model, tiny_flow.conditioning("sd3", 7), layers=(0, 1))
     source = tiny_flow.latent("sd3", seed=21)
@@ -220,6 +220,7 @@ def test_source_features_are_reused_only_for_the_same_unchanged_tensor(F, monkey
     with torch.no_grad():
         first = feats(source)
         assert feats(source) is first and len(runs) == 1
+        assert feats(source.unsqueeze(0)[0]) is first and len(runs) == 1    # a fresh view of it: the same
         assert feats(source, (0,)) is not first and len(runs) == 2          # other layers: computed
         same_values = source.clone()
         assert all(torch.equal(a, b) for a, b in zip(feats(same_values), first)) and len(runs) == 3
