@@ -21,7 +21,7 @@ import torch
 from ...zecon_core.guidance.clip_model import ClipModel
 from ...zecon_core.guidance.draws import Draws
 from ...zecon_core.guidance.core import GuidanceConfig, GuidanceInputs, ZeconGuidance
-from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder
+from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder, source_for_batch
 from ...zecon_core.guidance.mask import prepare_mask
 from ...zecon_core.guidance.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
@@ -106,10 +106,10 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
             sigma = timestep.clone()   # a normal tensor: the sampler made it under inference mode
             full = self.plan.mode == "full"
             guided_options = model_options
-            if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention)
-                guided_options = dict(model_options)
-                guided_options["transformer_options"] = B.with_differentiable_attention(
-                    model_options.get("transformer_options", {}))
+            if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention),
+                guided_options = dict(model_options)   # and its patches must not write into saved tensors (FreeU)
+                guided_options["transformer_options"] = B.with_differentiable_patches(B.with_differentiable_attention(
+                    model_options.get("transformer_options", {})))
 
             def denoise(xx):
                 return comfy.samplers.sampling_function(
@@ -140,12 +140,12 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
             decode = B.vae_decoder(plan.vae, base, dev)
         else:
             decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
-    source = LatentSource.decoded(z_src, decode)
+    source = LatentSource.decoded(source_for_batch(z_src, batch), decode)
     latent_mask, region = run_masks(plan, batch, x.shape[-2:], None if source.image is None else source.image.shape[-2:])
     features = None
     if cfg.zecon > 0:
         encoder = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
-        features = source_cached(encoder, z_src)
+        features = source_cached(encoder, source.latent)
     tgt = src = torch.zeros(1, 1, device=dev)
     clip = None
     if cfg.uses_clip:

@@ -47,9 +47,14 @@ def resolve_config(bundle, unet, zecon_layers: str, has_style: bool) -> Guidance
 
 
 def check_mask(mask, samples) -> None:
-    """Refuse a mask the source latent's batch cannot take, or an empty one, before anything runs."""
+    """Refuse a mask the source latent's batch cannot take, or an empty one, before anything runs.
+
+    A source of one picture serves any sampled batch: its masks are counted when sampling starts."""
+    batch = samples.shape[0]
+    if batch == 1 and mask.ndim >= 3:
+        batch = mask.shape[0]
     try:
-        prepare_mask(mask.float(), samples.shape[0], *samples.shape[-2:])
+        prepare_mask(mask.float(), batch, *samples.shape[-2:])
     except ValueError as e:
         raise ValueError(f"mask: {e}") from None
 
@@ -124,11 +129,14 @@ class ZeconGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode, decoder, start_percent, end_percent, zecon_layers) -> bool:
-        errors = [V.combo("mode", mode, GUIDANCE_MODES), V.combo("decoder", decoder, B.DECODERS)]
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        start_percent, end_percent = values.get("start_percent"), values.get("end_percent")
+        zecon_layers = values.get("zecon_layers")
+        errors = [*V.schema_errors(cls, values, input_types), V.combo("mode", values.get("mode"), GUIDANCE_MODES),
+                  V.combo("decoder", values.get("decoder"), B.DECODERS)]
         if zecon_layers is not None and zecon_layers.strip() != AUTO_LAYERS:
             errors.append(V.layers(zecon_layers))
-        if start_percent is not None and end_percent is not None and start_percent > end_percent:
+        if not any(errors) and start_percent is not None and end_percent is not None and start_percent > end_percent:
             errors.append(f"end_percent: must be >= start_percent ({start_percent}), got {end_percent}")
         return V.result(*errors)
 
@@ -136,6 +144,8 @@ class ZeconGuider(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
                 seed, zecon_layers, gradient_checkpointing=False, vae=None, clip=None, style=None, mask=None,
                 feather=8, guidance=None) -> io.NodeOutput:
+        V.result(*V.schema_errors(cls, dict(cfg=cfg, mode=mode, decoder=decoder, start_percent=start_percent,
+                                            end_percent=end_percent, strength=strength, feather=feather), None))
         B.check_model(model)
         if vae is not None:
             B.check_vae(vae, model)

@@ -40,7 +40,7 @@ import torch
 from ..guidance.core import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
 from ..guidance.mask import inside, keep_outside
 
-__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder"]
+__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder", "source_for_batch"]
 
 GUIDANCE_MODES = ("shortcut", "full")
 N_REF = 3 * 256 * 256   # elements of one image of the original's 256-px pixel model
@@ -67,6 +67,18 @@ class LatentSource:
             return cls(latent)
         with torch.no_grad():
             return cls(latent, decode(latent).float())
+
+
+def source_for_batch(latent: torch.Tensor, batch: int) -> torch.Tensor:
+    """The source latents of a batch of ``batch`` sampled images: ``latent`` itself, or one source picture
+    copied for every image (several seeds or styles of one picture), so every loss compares each image
+    with its own copy, exactly as with a batch of copies of that picture."""
+    n = latent.shape[0]
+    if n == batch:
+        return latent
+    if n != 1:
+        raise ValueError(f"{n} source latents for a batch of {batch} (give one source, or one per image)")
+    return latent.expand(batch, *latent.shape[1:]).contiguous()
 
 
 class LatentGuidance:
