@@ -11,6 +11,7 @@ from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
 from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
 from ..pixel.sampler import SEED_MAX
+from ..progress import tell
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
 from . import backbone as B
 from .guider import GuiderPlan, ZeconCFGGuider
@@ -80,7 +81,10 @@ class ZeconGuider(io.ComfyNode):
                                                           "context of the ZeCon encoder features."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale, as in KSampler."),
-                io.Latent.Input("source", tooltip="VAE Encode of the source picture: what the content losses keep."),
+                io.Latent.Input("source", tooltip="VAE Encode of the source picture: what the content losses keep. One "
+                                                  "picture serves every image of a batch. A noise mask on it "
+                                                  "(SetLatentNoiseMask) is the region to restyle, as the mask "
+                                                  "input."),
                 io.Combo.Input("mode", options=list(GUIDANCE_MODES), default="shortcut",
                                tooltip="shortcut: the loss gradient is taken on the denoised prediction (fast, no "
                                        "backward through the UNet). full: through the UNet, as the original "
@@ -157,6 +161,12 @@ class ZeconGuider(io.ComfyNode):
             raise ValueError("clip: a style is connected but no CLIP model to score it")
         config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)
         samples = source["samples"]
+        if source.get("noise_mask") is not None:
+            if mask is None:
+                mask = source["noise_mask"]   # SetLatentNoiseMask on the source: restyle that region
+            else:
+                tell("source: its noise mask (SetLatentNoiseMask) is not used: the guider's mask input is "
+                     "connected and sets the region", cls.hidden.unique_id)
         if mask is not None:
             check_mask(mask, samples)
         taesd_path = None
@@ -167,7 +177,8 @@ class ZeconGuider(io.ComfyNode):
                           taesd_path=taesd_path, vae=vae, clip=clip if config.uses_clip else None,
                           style=style if config.uses_clip else None,
                           vgg=guidance.vgg if guidance is not None else None,
-                          checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather))
+                          checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather),
+                          node_id=cls.hidden.unique_id)
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)
         guider.set_conds(positive, negative)

@@ -19,6 +19,7 @@ from comfy_api.latest import io
 
 from ...zecon_core.latent import invert
 from .. import validation as V
+from ..progress import tell
 from .backbone import check_model
 
 
@@ -114,6 +115,10 @@ class ZeconLatentInversion(io.ComfyNode):
             made_by = f"scheduler: {scheduler} at {steps} step(s), denoise {denoise}"
         check_sigmas(sigmas, made_by)
         samples = latent["samples"]
+        if latent.get("noise_mask") is not None:
+            tell("latent: its noise mask (SetLatentNoiseMask) is not used here: the whole picture is inverted, and "
+                 "the inverted latent carries no noise mask. To restyle only that region, give the noise-masked "
+                 "LATENT to the ZeCon Guider's source (or the MASK to its mask input).", cls.hidden.unique_id)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(conditioning, conditioning)
         guider.set_cfg(cfg)

@@ -667,3 +667,96 @@ def test_an_in_place_patch_gets_the_gradient_of_its_out_of_place_twin(pack):
         h = h0.clone().requires_grad_()
         a, _ = patch(h * 1.0, hsp0, {})
         (a * w[:, :channels]).sum().backward()
+
+
+def _with_lora(model, seed=5, rank=4):
+    """``model`` with a random LoRA on every linear weight of its UNet, through ComfyUI's LoRA loader
+    (``comfy.sd.load_lora_for_models``, what LoraLoaderModelOnly runs)."""
+    import comfy.lora
+    import comfy.sd
+    weights = model.model.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    lora = {}
+    for key, target in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        w = weights.get(target) if key.startswith("lora_unet_") and isinstance(target, str) else None
+        if w is None or w.ndim != 2:
+            continue
+        lora[f"{key}.lora_up.weight"] = torch.randn(w.shape[0], rank, generator=g) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(rank, w.shape[1], generator=g) * 0.2
+        lora[f"{key}.alpha"] = torch.tensor(float(rank))
+    assert len(lora) > 30
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    return patched
+
+
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+@pytest.mark.parametrize("weights", ["lora", "fp8", "fp8+lora+FreeU_V2"])
+def test_lora_and_fp8_weights_guide_in_both_modes(pack, taesd, clip_style, weights, mode):
+    """The SD1.5-detected tiny UNet loaded as UNETLoader loads it (fp8_e4m3fn weights: manual cast), with a
+    LoRA through ComfyUI's loader: the guided run is finite and the guidance acts."""
+    import comfy.sd
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    bundle = latent_fixtures.bundle("sd15_file")
+    model = bundle.model
+    if "fp8" in weights:
+        model = comfy.sd.load_diffusion_model_state_dict(tiny_sd.unet_state_dict("sd15_file"),
+                                                         model_options={"dtype": torch.float8_e4m3fn})
+        assert model.model.diffusion_model.input_blocks[0][0].weight.dtype == torch.float8_e4m3fn
+    if "lora" in weights:
+        model = _with_lora(model)
+    if "FreeU_V2" in weights:
+        model = _patch_model(model, "FreeU_V2")
+    clip, style = clip_style
+    inputs = guider_inputs(bundle, model=model, mode=mode, clip=clip, style=style, guidance=all_losses())
+    (guider,) = run_node(ZeconGuider, **inputs)
+    out = sample(guider, bundle.source, bundle.sigmas)
+    assert torch.isfinite(out).all()
+    (off,) = run_node(ZeconGuider, **{**inputs, "strength": 0.0})
+    assert (out - sample(off, bundle.source, bundle.sigmas)).abs().max() > 1e-5
+    if weights == "lora":   # the LoRA acts
+        (no_lora,) = run_node(ZeconGuider, **{**inputs, "model": bundle.model, "strength": 0.0})
+        ref = sample(off, bundle.source, bundle.sigmas)
+        assert (ref - sample(no_lora, bundle.source, bundle.sigmas)).abs().max() > 1e-4
+
+
+def test_a_noise_mask_on_the_source_is_the_region(pack, sd15, taesd, clip_style):
+    """SetLatentNoiseMask on the source LATENT: the guider restyles only there, as with that mask connected."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    base = guider_inputs(sd15, clip=clip, style=style, guidance=all_losses(), feather=8)
+    mask = _half_mask()
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(5))
+    (with_mask,) = run_node(ZeconGuider, **base, mask=mask)
+    noise_masked = {"samples": sd15.source, "noise_mask": mask.reshape(1, 1, *mask.shape)}
+    (from_latent,) = run_node(ZeconGuider, **{**base, "source": noise_masked})
+    assert torch.equal(sample(from_latent, x, sd15.sigmas), sample(with_mask, x, sd15.sigmas))
+
+
+def test_the_inversion_says_that_it_inverts_the_whole_picture_of_a_noise_masked_latent(pack, sd15, caplog):
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    latent = {"samples": sd15.source, "noise_mask": _half_mask().reshape(1, 1, 128, 128)}
+    with caplog.at_level("WARNING"):
+        inverted, _ = run_node(ZeconLatentInversion, model=sd15.model, latent=latent, conditioning=sd15.positive,
+                               cfg=1.0, steps=2, denoise=0.5, scheduler="normal")
+    assert "noise_mask" not in inverted
+    said = [r.getMessage() for r in caplog.records if "noise mask" in r.getMessage()]
+    assert said and said[0].startswith("latent:") and "ZeCon Guider" in said[0], said
+
+
+def test_a_shift_that_dwarfs_the_prediction_is_reported(pack, sd15, taesd, caplog):
+    """strength 100 x an MSE weight of 1e7: the shift is orders of magnitude above the latent; the guider says so
+    once per run (console; the node's progress text in the server), a normal run says nothing."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(5))
+    mse_only = {k: 0.0 for k in LOSS_NAMES if k != "mse"}
+    for strength, mse, warned in ((1.0, 5000.0, False), (100.0, 1e7, True)):
+        caplog.clear()
+        (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, strength=strength,
+                                                          guidance=all_losses(mse=mse, **mse_only)))
+        with caplog.at_level("WARNING"):
+            sample(guider, x, sd15.sigmas)
+        said = [r.getMessage() for r in caplog.records if "shift" in r.getMessage()]
+        assert len(said) == (1 if warned else 0), said
+        if warned:
+            assert "strength" in said[0] and "weights" in said[0], said

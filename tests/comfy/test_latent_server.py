@@ -254,6 +254,24 @@ def _two_masks(prompt: dict) -> dict:
     return prompt
 
 
+def test_a_shift_that_dwarfs_the_prediction_is_said_on_the_console_and_under_the_guider(client, server):
+    """strength 100 x an MSE weight of 1e7 (the shift gives values around 1e10): a warning in the server's log
+    and as the guider node's progress text (websocket), once."""
+    prompt = _prompt(SD15, seed=next(_SEEDS), strength=100.0, prefix="zecon_test/latent_huge_shift")
+    prompt["822"] = {"class_type": "ZeconGuidance", "inputs": {
+        "clip_global": 0.0, "clip_global_patch": 0.0, "clip_dir": 0.0, "clip_dir_patch": 0.0, "zecon": 0.0,
+        "mse": 1e7, "vgg": 0.0, "range": 0.0, "n_patch": 2, "patch_min": 0.01, "patch_max": 0.3, "aug_prob": 1.0,
+        "zecon_layers": "0,2", "zecon_patches": 16, "nce_temperature": 0.07, "mse_max_t": 700, "vgg_max_t": 800,
+        "shared_views": False}}
+    guider = zt.node_of(prompt, "ZeconGuider")
+    prompt[guider]["inputs"]["guidance"] = ["822", 0]
+    with client.listen() as events:
+        client.run(prompt, timeout=300)
+    said = [text for node, text in events.texts if node == guider and "guidance shift" in text]
+    assert len(said) == 1 and "strength" in said[0], events.texts
+    assert server.log_text().count("guidance shift") == 1
+
+
 def test_mask_batch_mismatch_is_a_clear_error(client):
     """Two masks for one source picture sampled as a batch of 1: refused when sampling starts (the sampled
     batch is not known before), naming the mask."""

@@ -89,12 +89,15 @@ class LatentGuidance:
     see :func:`needs_decoder`); ``source``: the source;
     ``mask``: None, or [B or 1, 1, h, w] in [0, 1] at the latent's size (1 = restyle);
     ``strength``: multiplies the shift.
+    After each call ``shift_ratio`` holds max |shift| / max |D| of that step (how far the shift outgrows
+    the prediction: far above 1, the result is the shift, not a picture).
     """
 
     def __init__(self, losses: ZeconGuidance, decode: Decode | None, source: LatentSource,
                  mask: torch.Tensor | None = None, strength: float = 1.0):
         self.losses, self.decode, self.source, self.mask = losses, decode, source, mask
         self.strength = float(strength)
+        self.shift_ratio = 0.0   # of the last call: max |shift| / max |D|
         self.on = losses.weights_on()
         if needs_decoder(self.on) and (decode is None or source.image is None):
             raise ValueError("the CLIP, VGG and range losses need a decoder and the decoded source")
@@ -150,6 +153,8 @@ class LatentGuidance:
             den = den_g.detach()
             if not torch.isfinite(g).all():
                 raise NonFiniteError("the guidance gradient is not finite after the backward through the UNet")
-        out = den.float() + self.shift_scale(sigma, g) * inside(g, self.mask)
+        shift = self.shift_scale(sigma, g) * inside(g, self.mask)
+        self.shift_ratio = float(shift.abs().max() / den.float().abs().max().clamp_min(1e-6))
+        out = den.float() + shift
         out = keep_outside(out, self.source.latent.to(out), self.mask)
         return out.to(den.dtype), values
