@@ -2,7 +2,7 @@
 #
 #   make demo          local ComfyUI + this pack, default models downloaded and verified,
 #                      the bundled sample restyled by the shipped workflow; prints where it is
-#   make demo TINY=1   the same path offline on the miniature world (bench/world): a picture of it restyled
+#   make demo TINY=1   the same path offline with tiny random-weight models (the result is noise)
 #   make test          the full test suite (exactly what .ci/run calls)
 #
 # Both build (or reuse) the environment with scripts/setup_env.sh: a venv with

@@ -2,7 +2,7 @@
 """``make demo``: restyle the bundled sample image with a shipped workflow in a real, headless ComfyUI.
 
     python scripts/demo.py            # real models (downloaded and verified first; about 2.8 GB)
-    python scripts/demo.py --tiny     # offline, about a minute: the miniature world (bench/world)
+    python scripts/demo.py --tiny     # tiny random-weight models, offline, seconds: the result is NOISE
 
 Run it with the environment ``scripts/setup_env.sh`` builds (``make demo`` does
 both). What it does:
@@ -11,11 +11,7 @@ both). What it does:
    (``$ZECON_MODELS_DIR`` or ``~/.cache/zecon/models``, shared with the CLI):
    ImageNet ADM ``256x256_diffusion_uncond.pt`` (verified SHA256), VGG19 (its
    three layers are extracted once), and CLIP ViT-B-16/openai through
-   open_clip (Hugging Face cache). With ``--tiny``: the miniature world's models instead
-   (``bench/world/weights``: a 32-px ADM UNet and a tiny CLIP trained on procedural pictures
-   of one object), copied into the models folder; the image is a picture of that world
-   ("a dots blue square", restyled to "a stripes blue square"), and its ground truth (the
-   same geometry drawn with stripes) is saved beside the result.
+   open_clip (Hugging Face cache). With ``--tiny``: writes tiny models instead.
    Without network it says which URL failed, where to put the files by hand,
    and suggests ``make demo TINY=1``.
 2. starts ComfyUI (the tree setup_env.sh unpacked) with this pack linked into a
@@ -52,12 +48,9 @@ DEFAULT_IMAGE = REPO / "assets" / "sample.png"
 DEFAULT_OUT = REPO / "output" / "demo"
 PACK_NAME = "zecon_comfyui"
 INPUT_NAME = "zecon_demo_input.png"
-TINY_SETTINGS = {"respacing": "50", "skip": 25, "size_policy": "as_is", "vgg": 0}
-TINY_UNET, TINY_CLIP = "unet_world32.safetensors", "clip_world32.safetensors"
-TINY_CLIP_CONFIG = "clip_world32.json"
-WORLD_WEIGHTS = REPO / "bench" / "world" / "weights"
-WORLD_NOTE = ("miniature world (bench/world): a 32-px diffusion model and CLIP trained on procedural pictures "
-              "of one object; not a photo style transfer")
+TINY_SETTINGS = {"respacing": "6", "skip": 3, "size": 64, "n_patch": 2, "zecon_patches": 16}
+TINY_UNET, TINY_CLIP, TINY_VGG = "tiny_adm.safetensors", "tiny_clip.safetensors", "tiny_vgg.safetensors"
+NOISE_NOTE = "tiny random-weight test models: this image is NOISE, not a style transfer"
 
 EXIT_OK, EXIT_USAGE, EXIT_SETUP, EXIT_DOWNLOAD, EXIT_RUN, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
 
@@ -75,12 +68,8 @@ def say(msg: str = "") -> None:
 # --------------------------------------------------------------------------- workflow patching
 def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: set[str] = frozenset(),
                    prompt_text: str | None = None, respacing: str | None = None, skip: int | None = None,
-                   size: int | None = None, seed: int | None = None, n_patch: int | None = None,
-                   source_text: str | None = None) -> dict:
+                   size: int | None = None, seed: int | None = None, n_patch: int | None = None) -> dict:
     """A copy of an API-format ZeCon prompt with the demo's image, models and settings.
-
-    ``tiny``: the miniature world's models and settings (``TINY_SETTINGS``: 50 steps, skip 25,
-    the 32-px picture as it is, no VGG loss: the world has no trained VGG).
 
     ``present_files``: file names in the models folder; a loader label
     ``"<file> (download on first use)"`` whose file is there becomes the plain
@@ -121,24 +110,19 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
             elif inputs.get("local_file", "none") == "none" and _hand_placed_clip(inputs, present_files):
                 inputs["local_file"] = _hand_placed_clip(inputs, present_files)
         if ct in ("ZeconInversion", "ZeconStyleTransfer"):
-            for k in ("respacing", "skip", "size", "size_policy"):
+            for k in ("respacing", "skip", "size"):
                 if k in settings:
                     inputs[k] = settings[k]
-        if ct in ("ZeconGuidance", "ZeconStyleTransfer"):
-            for k in ("n_patch", "vgg"):
-                if k in settings:
-                    inputs[k] = settings[k]
+        if ct in ("ZeconGuidance", "ZeconStyleTransfer") and "n_patch" in settings:
+            inputs["n_patch"] = settings["n_patch"]
+        if ct == "ZeconGuidance" and "zecon_patches" in settings:
+            inputs["zecon_patches"] = settings["zecon_patches"]
         if ct in ("ZeconSampler", "ZeconStyleTransfer") and seed is not None:
             inputs["seed"] = seed
         if prompt_text is not None and ct == "ZeconStyleTransfer":
             inputs["target_prompt"] = prompt_text
-        if source_text is not None and ct == "ZeconStyleTransfer":
-            inputs["source_prompt"] = source_text
-        if ct == "ZeconStylePrompt" and first_style:
-            if prompt_text is not None:
-                inputs["target_prompt"] = prompt_text
-            if source_text is not None:
-                inputs["source_prompt"] = source_text
+        if prompt_text is not None and ct == "ZeconStylePrompt" and first_style:
+            inputs["target_prompt"] = prompt_text
             first_style = False
     return p
 
@@ -177,62 +161,13 @@ def models_needed(prompt: dict, present_files=frozenset()) -> dict:
 
 # --------------------------------------------------------------------------- models
 def prepare_tiny_models(folder: Path) -> None:
-    """Copy the miniature world's committed models (checked against their manifest) into ``folder``."""
-    from bench.world import manifest
+    from zecon_core.apps.tiny import write_tiny_models
+    from zecon_core.guidance.vgg import LAYERS_FILE
 
-    problems = manifest.check()
-    if problems:
-        raise DemoError(EXIT_SETUP, "the miniature world's weights do not match bench/world/weights/manifest.json: "
-                                    + "; ".join(problems))
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (TINY_UNET, TINY_CLIP, TINY_CLIP_CONFIG):
-        if not (folder / name).is_file() or manifest.sha256(folder / name) != manifest.sha256(WORLD_WEIGHTS / name):
-            shutil.copyfile(WORLD_WEIGHTS / name, folder / name)
-
-
-def world_demo_pictures(out: Path) -> tuple[Path, Path, str, str]:
-    """The world picture to restyle and its ground truth, saved in ``out``; and the two captions."""
-    from bench.world.world import Scene, caption, render, restyle
-
-    from zecon_core.files.images import tensor_to_pil
-
-    source = Scene("square", "dots", "blue", cx=0.5, cy=0.5, size=0.62, background=0.7)
-    target = restyle(source, texture="stripes")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "miniature_world_source.png", out / "miniature_world_ground_truth.png"
-    for path, scene in zip(paths, (source, target)):
-        tensor_to_pil(render([scene], 32))[0].save(path, pnginfo=_note(f"{caption(scene)}; {WORLD_NOTE}"))
-    return paths[0], paths[1], caption(source), caption(target)
-
-
-def _note(text: str):
-    from PIL import PngImagePlugin
-
-    info = PngImagePlugin.PngInfo()
-    info.add_text("zecon_note", text)
-    return info
-
-
-def label_world(path: Path, source: Path, truth: Path, target_text: str) -> Path:
-    """Mark the result as the miniature world's, and save a labelled sheet source | result | ground truth."""
-    from PIL import Image, ImageDraw
-
-    with Image.open(path) as im:
-        result = im.convert("RGB")
-    result.save(path, pnginfo=_note(f"{target_text}; {WORLD_NOTE}"))
-    scale, pad = 4, 8
-    pictures = [Image.open(p).convert("RGB") for p in (source, path, truth)]
-    side = pictures[0].width * scale
-    sheet = Image.new("RGB", (3 * side + 4 * pad, side + 56), "white")
-    draw = ImageDraw.Draw(sheet)
-    for k, (pic, name) in enumerate(zip(pictures, ("source", "ZeCon", "ground truth"))):
-        x = pad + k * (side + pad)
-        sheet.paste(pic.resize((side, side), Image.NEAREST), (x, 24))
-        draw.text((x, 6), name, fill="black")
-    draw.text((pad, side + 32), f"miniature world: -> '{target_text}'", fill="black")
-    sheet_path = path.with_name(path.stem + "_sheet.png")
-    sheet.save(sheet_path, pnginfo=_note(WORLD_NOTE))
-    return sheet_path
+    if not all((folder / n).is_file() for n in (TINY_UNET, TINY_CLIP, TINY_VGG, LAYERS_FILE)):
+        paths = write_tiny_models(folder)
+        # the guidance nodes' "auto" VGG looks for the extracted-layers file
+        shutil.copyfile(paths["vgg"], folder / LAYERS_FILE)
 
 
 def _bar(desc: str):
@@ -297,7 +232,7 @@ def download_models(needed: dict, folder: Path) -> None:
             lines += [f"* {what}:", *("    " + ln for ln in msg.splitlines()), ""]
         lines += [f"Put the files by hand in {folder} (the names and URLs are above), then run `make demo` again.",
                   "To see the whole machinery work offline now, run:   make demo TINY=1",
-                  "(the miniature world: small models trained on procedural pictures, restyling one of them)."]
+                  "(tiny random-weight models: the picture it makes is noise, and labelled so)."]
         raise DemoError(EXIT_DOWNLOAD, "\n".join(lines))
 
 
@@ -358,17 +293,29 @@ def run_prompt(server, prompt: dict, timeout: float) -> dict:
     return entry
 
 
+def label_noise(path: Path) -> None:
+    from PIL import Image, PngImagePlugin
+
+    from zecon_core.apps.cli import label_noise as stamp
+
+    with Image.open(path) as im:
+        info = PngImagePlugin.PngInfo()
+        for k, v in (im.text or {}).items():
+            info.add_text(k, v)
+        info.add_text("zecon_note", NOISE_NOTE)
+        out = stamp(im.convert("RGB"))
+    out.save(path, pnginfo=info)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true",
-                    help="offline, about a minute: the miniature world's trained models restyle a picture of "
-                         "that world (bench/world), saved beside its source and ground truth")
+                    help="tiny random-weight models, offline: checks the machinery, the output is NOISE")
     ap.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW,
                     help="API-format workflow (default: %(default)s)")
-    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE,
-                    help="image to restyle (default: the sample; --tiny: a picture of the miniature world)")
+    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="image to restyle (default: the sample)")
     ap.add_argument("--prompt", default=None, help="target style (default: the workflow's)")
     ap.add_argument("--steps", default=None, help="respacing, e.g. 50 or ddim25 (default: the workflow's)")
     ap.add_argument("--skip", type=int, default=None)
@@ -377,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-patch", type=int, default=None)
     ap.add_argument("--models-dir", type=Path, default=None,
                     help="models folder (default: $ZECON_MODELS_DIR or ~/.cache/zecon/models; --tiny: "
-                         "~/.cache/zecon/demo/world-models)")
+                         "~/.cache/zecon/demo/tiny-models)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the result goes (default: %(default)s)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="ComfyUI's throw-away folders (default: ~/.cache/zecon/demo/run)")
@@ -401,14 +348,10 @@ def main(argv=None) -> int:
                                         "`bash scripts/setup_env.sh` first (`make demo` does)")
         prompt = json.loads(args.workflow.read_text())
         cache = Path(os.environ.get("ZECON_CACHE") or Path.home() / ".cache" / "zecon")
-        source_text = None
         if args.tiny:
-            say(f"[demo] --tiny: {WORLD_NOTE}")
-            models = (args.models_dir or cache / "demo" / "world-models").expanduser()
+            say(f"[demo] --tiny: {NOISE_NOTE}")
+            models = (args.models_dir or cache / "demo" / "tiny-models").expanduser()
             prepare_tiny_models(models)
-            args.image, truth, source_text, target_text = world_demo_pictures(args.out)
-            args.prompt = args.prompt or target_text
-            say(f"[demo] restyling '{source_text}' -> '{args.prompt}'")
         else:
             from zecon_core.files.registry import default_cache_dir
             models = (args.models_dir or default_cache_dir()).expanduser()
@@ -417,7 +360,7 @@ def main(argv=None) -> int:
         present = {p.name for p in models.iterdir()} if models.is_dir() else set()
         api = patch_workflow(prompt, image_name=INPUT_NAME, tiny=args.tiny, present_files=present,
                              prompt_text=args.prompt, respacing=args.steps, skip=args.skip, size=args.size,
-                             seed=args.seed, n_patch=args.n_patch, source_text=source_text)
+                             seed=args.seed, n_patch=args.n_patch)
 
         import torch
         use_gpu = (not args.tiny) and (not args.cpu) and torch.cuda.is_available()
@@ -447,13 +390,11 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         results = []
         for i, src in enumerate(saved):
-            stem = args.workflow.stem + ("_miniature_world" if args.tiny else "") + (
-                f"_{i + 1}" if len(saved) > 1 else "")
+            stem = args.workflow.stem + ("_tiny_NOISE" if args.tiny else "") + (f"_{i + 1}" if len(saved) > 1 else "")
             dst = args.out / f"{stem}.png"
             shutil.copyfile(src, dst)
             if args.tiny:
-                sheet = label_world(dst, args.image, truth, args.prompt)
-                say(f"[demo] source, result and ground truth side by side: {sheet.resolve()}")
+                label_noise(dst)
             results.append(dst.resolve())
     except DemoError as e:
         say(f"[demo] ERROR: {e}")
@@ -468,7 +409,7 @@ def main(argv=None) -> int:
             server.stop()
     say(f"[demo] done in {time.monotonic() - t0:.0f}s")
     for r in results:
-        say(f"[demo] result: {r}" + ("   (the miniature world)" if args.tiny else ""))
+        say(f"[demo] result: {r}" + ("   (tiny random-weight models: this is NOISE)" if args.tiny else ""))
         print(r)
     return EXIT_OK
 
