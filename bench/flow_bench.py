@@ -156,6 +156,11 @@ def resolve_layers(args, model_patcher) -> tuple[int, ...]:
     return args.zecon_layers
 
 
+def cfg_of(args) -> float:
+    """The CFG scale of the run: ``--cfg``, else what users run the model with (``CFG``)."""
+    return CFG[args.arch] if args.cfg is None else args.cfg
+
+
 def guidance_config(args):
     from zecon_pack.zecon_core.guidance.core import GuidanceConfig
     cfg = GuidanceConfig(n_patch=args.n_patch, zecon_patches=args.zecon_patches, zecon_layers=args.zecon_layers)
@@ -228,7 +233,7 @@ def make_denoise(args, base, conds, sigma, options):
     import comfy.samplers
 
     def denoise(xx):
-        return comfy.samplers.sampling_function(base, xx, sigma, conds["negative"], conds["positive"], CFG[args.arch],
+        return comfy.samplers.sampling_function(base, xx, sigma, conds["negative"], conds["positive"], cfg_of(args),
                                                 model_options={"transformer_options": dict(options)}, seed=args.seed)
     return denoise
 
@@ -371,8 +376,8 @@ def describe(args, mode: str) -> dict:
             "config": "tiny" if args.tiny else ("reduced" if args.reduced else "real"),
             "device": args.device, "decoder": args.decoder, "n_patch": args.n_patch,
             "clip_losses": not args.no_clip, "zecon_patches": args.zecon_patches,
-            "zecon_layers": None if args.zecon_layers is None else list(args.zecon_layers), "cfg": CFG[args.arch],
-            "passes_per_step": 1 if CFG[args.arch] == 1.0 else 2, "text_tokens": tokens}
+            "zecon_layers": None if args.zecon_layers is None else list(args.zecon_layers), "cfg": cfg_of(args),
+            "passes_per_step": 1 if cfg_of(args) == 1.0 else 2, "text_tokens": tokens}
 
 
 def run(args):
@@ -457,6 +462,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zecon-layers", type=layers_arg, default=None,
                    help="DiT blocks (default: the family's, nodes/flow/features.py: 0,2,4)")
     p.add_argument("--text-tokens", type=int, default=None, help="Z-Image: prompt tokens (default 64)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="CFG scale (default: flux_dev 1, sd35_medium 4.5, zimage 1); 1 = one model pass per step")
     p.add_argument("--decoder", choices=("taesd", "vae"), default="taesd")
     p.add_argument("--no-clip", action="store_true", help="CLIP losses off (ZeCon, MSE, VGG, range only)")
     p.add_argument("--steps", type=int, default=1, help="timed calls after the warm-up")
