@@ -10,6 +10,7 @@ from ...zecon_core.guidance.core import CLIP_LOSSES, GuidanceConfig
 from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
 from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
+from ..flow import guidance as FG
 from ..pixel.sampler import SEED_MAX
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
 from . import backbone as B
@@ -35,11 +36,18 @@ def differentiable_clone(model):
     return clone
 
 
-def resolve_config(bundle, unet, zecon_layers: str, has_style: bool) -> GuidanceConfig:
-    """The loss weights for this UNet: the bundle's (or the defaults), its ZeCon layers, CLIP off without a style."""
+def resolve_config(bundle, model, family: str, zecon_layers: str, has_style: bool) -> GuidanceConfig:
+    """The loss weights for this model: the bundle's (or the defaults), its ZeCon layers (UNet input blocks,
+    or transformer blocks of a flow model), CLIP off without a style."""
     config = bundle.config if bundle is not None else GuidanceConfig(vgg=0.0)
-    layers = B.default_layers(unet) if zecon_layers.strip() == AUTO_LAYERS else V.parse_layers(zecon_layers)
-    B.check_layers(unet, layers)
+    auto = zecon_layers.strip() == AUTO_LAYERS
+    if family == FG.SD:
+        unet = model.model.diffusion_model
+        layers = B.default_layers(unet) if auto else V.parse_layers(zecon_layers)
+        B.check_layers(unet, layers)
+    else:
+        layers = FG.default_layers(model, family) if auto else V.parse_layers(zecon_layers)
+        FG.check_layers(model, family, layers)
     changes = {"zecon_layers": layers}
     if not has_style:
         changes.update({k: 0.0 for k in CLIP_LOSSES})
@@ -61,14 +69,17 @@ class ZeconGuider(io.ComfyNode):
             node_id="ZeconGuider",
             display_name="ZeCon Guider (SD latent)",
             category=CATEGORY,
-            description="ZeCon on your own Stable Diffusion model (SD1.5, SD2.x, SDXL): a GUIDER for "
+            description="ZeCon on your own latent model: Stable Diffusion (SD1.5, SD2.x, SDXL) or a rectified-flow "
+                        "model (Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image); a GUIDER for "
                         "SamplerCustomAdvanced. Classifier-free guidance with your prompt, plus the ZeCon losses: "
-                        "the contrastive loss on the UNet's own encoder features and the MSE keep the source's "
-                        "content; optional CLIP losses (connect a ZeCon CLIP and Style) pull towards a style. Start "
-                        "the sampler from ZeCon Latent Inversion's latent and sigmas.",
+                        "the contrastive loss on the model's own features (UNet encoder blocks, or a DiT's first "
+                        "transformer blocks) and the MSE keep the source's content; optional CLIP losses (connect a "
+                        "ZeCon CLIP and Style) pull towards a style. Start the sampler from ZeCon Latent Inversion's "
+                        "latent and sigmas.",
             inputs=[
-                io.Model.Input("model", tooltip="The Stable Diffusion model (from Load Checkpoint / Load Diffusion "
-                                                "Model; LoRAs applied are kept). UNet models with ε or v prediction."),
+                io.Model.Input("model", tooltip="The model (Load Checkpoint / Load Diffusion Model; LoRAs applied are "
+                                                "kept): an SD UNet with ε or v prediction, or a rectified-flow image "
+                                                "model (Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Z-Image)."),
                 io.Conditioning.Input("positive", tooltip="Your prompt for the model, e.g. 'a watercolor painting "
                                                           "of ...' (the style can live here)."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt; its (usually empty) text is also the "
@@ -95,9 +106,10 @@ class ZeconGuider(io.ComfyNode):
                              tooltip="Seed of the guidance's random draws (CLIP crops and augmentations, ZeCon "
                                      "patch positions); image b of a batch uses seed + b."),
                 io.String.Input("zecon_layers", default=AUTO_LAYERS,
-                                tooltip="UNet input blocks whose features the ZeCon loss compares, comma separated; "
-                                        "auto: block 0 and the last block of every resolution level but the deepest "
-                                        "(SD1.5: 0,2,5,8; SDXL: 0,2,5)."),
+                                tooltip="Blocks whose features the ZeCon loss compares, comma separated: UNet input "
+                                        "blocks (auto: block 0 and the last block of every resolution level but the "
+                                        "deepest; SD1.5: 0,2,5,8; SDXL: 0,2,5), or a flow model's transformer blocks "
+                                        "in run order (auto: 0,2,4)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, optional=True,
                                  tooltip="full mode: recompute the UNet's blocks during the backward pass instead "
                                          "of keeping their activations. Same result, much less memory (SDXL full "
@@ -136,17 +148,23 @@ class ZeconGuider(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
                 seed, zecon_layers, gradient_checkpointing=False, vae=None, clip=None, style=None, mask=None,
                 feather=8, guidance=None) -> io.NodeOutput:
-        B.check_model(model)
+        family = FG.guided_family(model)
+        flow = family != FG.SD
         if vae is not None:
-            B.check_vae(vae, model)
+            (FG.check_vae if flow else B.check_vae)(vae, model)
         if decoder == "vae":
             if vae is None:
                 raise ValueError("vae: decoder 'vae' needs the model's VAE connected (or use decoder 'taesd')")
-            B.check_kl_vae(vae)
+            if not flow:
+                B.check_kl_vae(vae)
         if style is not None and clip is None:
             raise ValueError("clip: a style is connected but no CLIP model to score it")
-        config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)
+        config = resolve_config(guidance, model, family, zecon_layers, style is not None)
         samples = source["samples"]
+        if flow:
+            FG.check_source(samples, model, "source")
+            if strength > 0 and needs_decoder(config.weights_on()):
+                FG.check_decoder(decoder, model, vae)
         if mask is not None:
             check_mask(mask, samples)
         taesd_path = None
@@ -157,7 +175,8 @@ class ZeconGuider(io.ComfyNode):
                           taesd_path=taesd_path, vae=vae, clip=clip if config.uses_clip else None,
                           style=style if config.uses_clip else None,
                           vgg=guidance.vgg if guidance is not None else None,
-                          checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather))
+                          checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather),
+                          family=family)
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)
         guider.set_conds(positive, negative)
