@@ -169,54 +169,28 @@ def guidance_config(args):
     return cfg
 
 
-@contextlib.contextmanager
-def flow_features(model_patcher, conds, layers_of):
-    """``start_run`` builds the SD encoder's features (``backbone.EncoderFeatures``); for a flow model the
-    run's features are the DiT's (``nodes.flow.features.build_features``, the negative prompt's context)."""
-    from zecon_pack.nodes.flow.features import build_features
-    from zecon_pack.nodes.latent import backbone as B
-    saved = B.EncoderFeatures
-
-    def encoder(base, layers, context, y, dev):
-        return build_features(model_patcher, conds, layers=layers, latent=None, load=False)
-
-    B.EncoderFeatures = encoder
-    try:
-        yield
-    finally:
-        B.EncoderFeatures = saved
-
-
-@contextlib.contextmanager
-def differentiable_blocks(base, mode: str):
-    """Full mode differentiates through the whole model: Flux-type blocks update saved tensors in place, so
-    they run the out-of-place forwards of ``nodes.flow.flux_blocks`` (same FLOPs) while inside."""
-    from zecon_pack.nodes.flow import features as F
-    dm = base.diffusion_model
-    swapped = []
-    if mode == "full":
-        for name, kind in F.BLOCK_LISTS.get(F.family_of(LB.patcher(base)), ()):
-            if kind in F.OUT_OF_PLACE:
-                for block in getattr(dm, name):
-                    block.forward = F.OUT_OF_PLACE[kind].__get__(block)
-                    swapped.append(block)
-    try:
-        yield
-    finally:
-        for block in swapped:
-            del block.forward
-
-
 def start_guidance(args, base, model_patcher, conds, x, clip, style, vgg, vae, mode):
-    """The run's ``LatentGuidance`` (what the guider builds at its first guided call) with DiT features."""
+    """The run's ``LatentGuidance`` as the ZeCon Guider builds it at its first guided call on a flow model
+    (``ZeconCFGGuider._start_run``: the DiT features of ``nodes/flow/guidance.flow_features``, the flow shift)."""
+    from zecon_pack.nodes.flow import guidance as FG
     from zecon_pack.nodes.latent.guider import GuiderPlan, start_run
+    from zecon_pack.zecon_core.flow import FLOW_SHIFT
     plan = GuiderPlan(config=guidance_config(args), source=source_latent(base, args).to(x.device),
                       decoder=args.decoder, mode=mode, start=0.0, end=1.0, seed=args.seed, strength=1.0,
                       taesd_path=LB.taesd_path(base.latent_format.latent_channels) if args.decoder == "taesd"
-                      else None, vae=vae, clip=clip, style=style, vgg=vgg)
-    negative = conds.get("negative") or conds["positive"]
-    with flow_features(model_patcher, negative[0], plan.config.zecon_layers):
-        return start_run(plan, base, torch.zeros(1, 1, device=x.device), None, x)
+                      else None, vae=vae, clip=clip, style=style, vgg=vgg, family=FG.guided_family(model_patcher))
+    features = None
+    if plan.config.zecon > 0:
+        features = FG.flow_features(model_patcher, conds, plan.config.zecon_layers, x.device)
+    return start_run(plan, base, None, None, x, features, FLOW_SHIFT)
+
+
+def differentiable_blocks(base, mode: str):
+    """Full mode: the guider's out-of-place Flux-type blocks (``nodes/flow/guidance.out_of_place_blocks``)."""
+    from zecon_pack.nodes.flow import guidance as FG
+    if mode != "full":
+        return contextlib.nullcontext()
+    return FG.out_of_place_blocks(base.diffusion_model, FG.guided_family(LB.patcher(base)))
 
 
 def processed_conds(args, base, x, device) -> dict:
@@ -249,6 +223,20 @@ def make_style(clip, device):
 
 # --------------------------------------------------------------------------------------------- FLOPs (meta)
 
+class RuleCheckedOn:
+    """The guidance's shift rule with its σ check made on the real (CPU) noise level: on meta tensors a
+    data-dependent check cannot be answered (``meta_scalars`` says True to every question)."""
+
+    def __init__(self, rule, sigma: torch.Tensor):
+        self.rule, self.sigma = rule, sigma
+
+    def check(self, sigma, mode):
+        self.rule.check(self.sigma, mode)
+
+    def __getattr__(self, name):
+        return getattr(self.rule, name)
+
+
 def count_step_flops(args, mode: str) -> dict:
     """FLOPs of the plain step and of one steady-state guided step of ``mode`` on the meta device."""
     from zecon_pack.nodes.latent import backbone as B
@@ -263,7 +251,8 @@ def count_step_flops(args, mode: str) -> dict:
     vgg = LB.build_vgg(meta)
     vae = LB.RandomVAE(meta, latent_channels=base.latent_format.latent_channels) if args.decoder == "vae" else None
     x = base.process_latent_in(source_latent(base, args)).to(meta)
-    sigma = sigma_at_step(base).to(meta)
+    sigma_cpu = sigma_at_step(base)
+    sigma = sigma_cpu.to(meta)
     res = {}
     with torch.inference_mode(False), LB.meta_scalars():
         conds = processed_conds(args, base, x, meta)
@@ -272,6 +261,7 @@ def count_step_flops(args, mode: str) -> dict:
         with plain_counter:
             plain(x)
         guidance = start_guidance(args, base, mp, conds, x, clip, style, vgg, vae, mode)
+        guidance.rule = RuleCheckedOn(guidance.rule, sigma_cpu)
         counter = LB.component_counter(COMPONENTS)
         if guidance.decode is not None:
             guidance.decode = counter.label("decoder", guidance.decode)
