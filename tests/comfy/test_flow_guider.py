@@ -334,22 +334,30 @@ def test_an_fp8_weight_model_guides(pack, mode):
     assert torch.isfinite(out).all() and (out - ref).abs().max() > 1e-4
 
 
-def test_an_attention_kernel_without_backward_is_bypassed_in_full_mode(pack, monkeypatch):
-    """Full mode differentiates through the DiT: its attention calls must go through PyTorch's kernel."""
+# the module whose ``optimized_attention`` (imported by name) each family's attention calls
+ATTENTION_USER = {"flux_dev": "comfy.ldm.flux.math", "sd3": "comfy.ldm.modules.diffusionmodules.mmdit"}
+
+
+@pytest.mark.parametrize("family", list(ATTENTION_USER))
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+def test_an_attention_kernel_without_backward_is_bypassed(pack, taesd, clip_style, monkeypatch, family, mode):
+    """SageAttention has no backward: the differentiated passes (the feature copy; in full mode the DiT too)
+    run PyTorch's attention instead, so a forward-only kernel gives the same result as PyTorch's."""
+    import importlib
     import comfy.ldm.modules.attention as attention
-    b = bundle("sd3")
-    calls = {"n": 0}
-    real = attention.optimized_attention
+    user = importlib.import_module(ATTENTION_USER[family])
 
-    def no_backward(*args, **kwargs):
-        calls["n"] += 1
-        if torch.is_grad_enabled():
-            raise AssertionError("a differentiated pass used the kernel without backward")
-        return real(*args, **kwargs)
+    @attention.wrap_attn
+    def forward_only_attention(q, k, v, heads, **kwargs):
+        with torch.no_grad():
+            return attention.attention_pytorch(q, k, v, heads, **kwargs)
 
-    monkeypatch.setattr(attention, "optimized_attention", no_backward)
-    out = sample(guider(b, mode="full"), b.source, b.sigmas)
-    assert torch.isfinite(out).all()
+    b = bundle(family)
+    monkeypatch.setattr(user, "optimized_attention", attention.attention_pytorch)
+    ref = sample(guider(b, clip_style, mode=mode), b.source, b.sigmas)
+    monkeypatch.setattr(user, "optimized_attention", forward_only_attention)
+    torch.testing.assert_close(sample(guider(b, clip_style, mode=mode), b.source, b.sigmas), ref, rtol=1e-5,
+                               atol=1e-6)
 
 
 def wan_model():
