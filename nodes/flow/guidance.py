@@ -139,6 +139,20 @@ def out_of_place_blocks(diffusion_model, family: str):
             del block.forward
 
 
+def normal_parameters(diffusion_model: torch.nn.Module) -> None:
+    """Replace the inference-tensor parameters of modules that are not ComfyUI casting ops (norm scales, pad
+    tokens, position embeddings: used as they are, not through ``cast_bias_weight``) by equal normal tensors
+    on the same device, so a backward through them works (full mode). The casting ops' weights are copied per
+    forward by the weight wrapper of ``differentiable_clone``."""
+    with torch.inference_mode(False):
+        for module in diffusion_model.modules():
+            if hasattr(module, "weight_function"):
+                continue
+            for name, p in module._parameters.items():
+                if p is not None and p.is_inference():
+                    module._parameters[name] = torch.nn.Parameter(p.clone(), requires_grad=False)
+
+
 class SingleFrame:
     """Qwen-Image's 5-D latents [B, C, 1, h, w] as the 4-D ones the guidance works on, and back."""
 

@@ -126,7 +126,8 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
             with contextlib.ExitStack() as stack:
                 if recompute:
                     stack.enter_context(B.checkpointed_blocks(dm))
-                if full:
+                if full and self.plan.family != FG.SD:
+                    FG.normal_parameters(dm)
                     stack.enter_context(FG.out_of_place_blocks(dm, self.plan.family))
                 out, _ = guidance(frame.denoise(denoise), frame.down(x), sigma, step, self.plan.mode)
         return frame.up(out)

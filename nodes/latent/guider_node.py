@@ -28,10 +28,13 @@ def own_weight_copy(weight):
 
 
 def differentiable_clone(model):
-    """A clone of the ModelPatcher whose UNet weights go through ``own_weight_copy`` (full mode)."""
+    """A clone of the ModelPatcher whose diffusion-model weights go through ``own_weight_copy`` (full mode);
+    only the weights of ComfyUI's casting ops take wrappers (for the others, e.g. SD3.5's RMSNorm, see
+    ``nodes/flow/guidance.normal_parameters``)."""
     clone = model.clone()
     for key in clone.model.state_dict():
-        if key.startswith("diffusion_model."):
+        owner = key.rpartition(".")[0]
+        if key.startswith("diffusion_model.") and hasattr(clone.model.get_submodule(owner), "weight_function"):
             clone.add_weight_wrapper(key, own_weight_copy)
     return clone
 

@@ -408,14 +408,15 @@ def test_features_equal_the_unets_own_input_blocks(pack, sd15):
         torch.testing.assert_close(f, seen[layer].float(), rtol=1e-5, atol=1e-6)
 
 
-def test_flow_models_and_foreign_vaes_are_refused_by_name(pack, sd15, taesd):
+def test_sd_latents_into_a_flow_model_and_foreign_vaes_are_refused_by_name(pack, sd15, taesd):
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
     from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
-    flow = tiny_sd.tiny_model("flow")
-    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\) is not supported"):
-        run_node(ZeconGuider, **guider_inputs(sd15, model=flow))
-    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\)"):
-        run_node(ZeconLatentInversion, model=flow, latent={"samples": torch.zeros(1, 16, 8, 8)},
+    flow = tiny_sd.tiny_model("flow")   # an SD3 (rectified flow): guided, but not on SD's 4-channel latents
+    with pytest.raises(ValueError, match=r"^source: a 4-channel 4-D latent, but SD3 works on 16-channel"):
+        run_node(ZeconGuider, **guider_inputs(sd15, model=flow, positive=tiny_sd.conditioning("flow"),
+                                              negative=tiny_sd.conditioning("flow")))
+    with pytest.raises(ValueError, match=r"^latent: a 4-channel 4-D latent, but SD3"):
+        run_node(ZeconLatentInversion, model=flow, latent={"samples": sd15.source},
                  conditioning=tiny_sd.conditioning("flow"), cfg=1.0, steps=2, denoise=0.5, scheduler="normal")
     with pytest.raises(ValueError, match="vae: it makes 16-channel latents .* 4-channel latents"):
         run_node(ZeconGuider, **guider_inputs(sd15, vae=tiny_sd.tiny_vae("flow")))

@@ -53,7 +53,8 @@ COMFY_MODELS_SUBDIR = "zecon"
 COMFY_SUBDIR_FOR_KIND: Mapping[str, str] = MappingProxyType({"taesd": "vae_approx"})
 
 #: Commit of https://github.com/madebyollin/taesd the TAESD URLs are pinned to:
-#: TAESD 1.3, the last commit that changed taesd_decoder.pth and taesdxl_decoder.pth.
+#: TAESD 1.3, the last commit that changed taesd_decoder.pth and taesdxl_decoder.pth; its taesd3_decoder.pth
+#: and taef1_decoder.pth (TAEF1 1.0; 1.1 came in December 2025) are the registry's too.
 TAESD_COMMIT = "7f572ca629c9b0d3c9f71140e5f501e09f9ea280"
 
 #: Environment variable that overrides the cache folder used outside ComfyUI.
@@ -299,6 +300,9 @@ _TABLE: tuple[KnownModel, ...] = (
     ),
     _taesd_entry("taesd_decoder", "SD1.x/SD2.x", "5915a429fc08eba4adf62bf74f96705b8b0d5c1f"),
     _taesd_entry("taesdxl_decoder", "SDXL", "477bc7e9604f418029508e72ac8719bb9d048291"),
+    _taesd_entry("taesd3_decoder", "SD3 / SD3.5", "7943be72a9151d0b330c5d8a4fbb885d889b60a1"),
+    _taesd_entry("taef1_decoder", "Flux.1, Chroma, Lumina 2 / Z-Image, HiDream (the Flux latent format)",
+                 "0052642b054c2cb6e1b40e4cf43777774a98cdf9"),
 )
 
 #: key -> entry (read-only).
