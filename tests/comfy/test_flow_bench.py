@@ -45,9 +45,19 @@ def positive(v) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
 
 
+_RUNS: dict = {}
+
+
+def both_modes(tmp_path, arch):
+    """The bench's rows of ``arch`` in both modes (one subprocess per arch and session)."""
+    if arch not in _RUNS:
+        _RUNS[arch] = run_bench(tmp_path, "--arch", arch, "--mode", "both")
+    return _RUNS[arch]
+
+
 @pytest.mark.parametrize("arch, passes", [("flux_dev", 1), ("sd35_medium", 2), ("zimage", 1)])
 def test_flow_bench_reports_both_modes(tmp_path, arch, passes):
-    rows, stdout = run_bench(tmp_path, "--arch", arch, "--mode", "both")
+    rows, stdout = both_modes(tmp_path, arch)
     by_mode = {r["mode"]: r for r in rows}
     assert set(by_mode) == {"shortcut", "full"}
     for mode, r in by_mode.items():
@@ -71,10 +81,10 @@ def test_flow_bench_reports_both_modes(tmp_path, arch, passes):
 
 
 def test_plain_step_counts_cfg_passes(tmp_path):
-    """SD3.5's plain step is a CFG batch of two: its model FLOPs are twice one pass (--cfg-one's)."""
-    rows, _ = run_bench(tmp_path, "--arch", "sd35_medium", "--mode", "shortcut", "--no-time")
-    [two] = rows
-    rows, _ = run_bench(tmp_path / "one", "--arch", "sd35_medium", "--mode", "shortcut", "--no-time", "--cfg", "1")
+    """SD3.5's plain step is a CFG batch of two: its model FLOPs are twice one pass (--cfg 1's)."""
+    rows, _ = both_modes(tmp_path, "sd35_medium")
+    [two] = [r for r in rows if r["mode"] == "shortcut"]
+    rows, _ = run_bench(tmp_path, "--arch", "sd35_medium", "--mode", "shortcut", "--no-time", "--cfg", "1")
     [one] = rows
     assert one["passes_per_step"] == 1 and two["passes_per_step"] == 2
     assert two["plain_flops"] == pytest.approx(2 * one["plain_flops"], rel=1e-3)
