@@ -88,14 +88,14 @@ def _branch(p: dict, n: str, family: str, sampler: str, mode: str, decoder: str,
         p[n + "2"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "flow", "seed": 0}}
         guider["vae"] = [n + "2", 2]
     if clip:
-        guider.update(clip=["801", 0], style=["802", 0])
+        guider.update(clip=["99001", 0], style=["99002", 0])
     if mask:
         p[n + "3"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 32}}
         guider["mask"] = [n + "3", 0]
     p[n + "4"] = {"class_type": "ZeconGuider", "inputs": guider}
     p[n + "5"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
     p[n + "6"] = {"class_type": "SamplerCustomAdvanced",
-                  "inputs": {"noise": ["800", 0], "guider": [n + "4", 0], "sampler": [n + "5", 0],
+                  "inputs": {"noise": ["99000", 0], "guider": [n + "4", 0], "sampler": [n + "5", 0],
                              "sigmas": [n + "1", 1], "latent_image": [n + "1", 0]}}
     p[n + "7"] = {"class_type": "SaveLatent", "inputs": {"samples": [n + "6", 0],
                                                          "filename_prefix": f"zecon_test/flow_{n}"}}
@@ -103,11 +103,11 @@ def _branch(p: dict, n: str, family: str, sampler: str, mode: str, decoder: str,
 
 
 def _prompt(runs, seed: int) -> tuple[dict, list[str]]:
-    p = {"800": {"class_type": "DisableNoise", "inputs": {}},
-         "801": {"class_type": "ZeconClipLoader",
+    p = {"99000": {"class_type": "DisableNoise", "inputs": {}},
+         "99001": {"class_type": "ZeconClipLoader",
                  "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP}},
-         "802": {"class_type": "ZeconStylePrompt",
-                 "inputs": {"clip": ["801", 0], "target_prompt": "a watercolor painting", "source_prompt": "Photo"}}}
+         "99002": {"class_type": "ZeconStylePrompt",
+                 "inputs": {"clip": ["99001", 0], "target_prompt": "a watercolor painting", "source_prompt": "Photo"}}}
     saves = [_branch(p, str(10 * (i + 1)), *run, seed=seed) for i, run in enumerate(runs)]
     return p, saves
 
