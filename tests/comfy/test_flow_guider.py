@@ -19,8 +19,8 @@ import tiny_sd
 pytestmark = pytest.mark.comfy
 
 FAMILIES = ("flux_dev", "flux_schnell", "flux2", "chroma", "sd3", "sd35", "qwen_image", "lumina2", "zimage")
-# families whose 16-channel 2-D latents the tiny 16-channel KL VAE and the TAESD decoders take
-DECODED = ("flux_dev", "flux_schnell", "chroma", "sd3", "sd35", "lumina2", "zimage")
+# families without a TAESD decoder in ComfyUI 0.3.75 (Flux.2: none; Qwen-Image: a video TAE): decoder 'vae'
+VAE_ONLY = ("flux2", "qwen_image")
 # the output projection of each family's DiT: zeroed, the model predicts one constant velocity
 OUTPUT = {"flux_dev": "final_layer.linear", "flux_schnell": "final_layer.linear", "flux2": "final_layer.linear",
           "chroma": "final_layer.linear", "sd3": "final_layer.linear", "sd35": "final_layer.linear",
@@ -139,9 +139,11 @@ def test_zero_weights_and_zero_strength_are_cfg_guider_bit_for_bit(pack, family)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["shortcut", "full"])
 def test_every_family_guides_in_both_modes_and_seeded_runs_repeat(pack, taesd, clip_style, family, mode):
+    """With the CLIP losses on: TAESD where the family has one, else the family's own VAE (Flux.2's
+    batch-norm latents, Qwen-Image's Wan 2.1 video VAE on one frame)."""
     b = bundle(family)
-    style = clip_style if family in DECODED else None
-    runs = [sample(guider(b, style, mode=mode, seed=s), b.source, b.sigmas) for s in (0, 0)]
+    decoder = dict(decoder="vae", vae=tiny_flow.tiny_vae(family)) if family in VAE_ONLY else {}
+    runs = [sample(guider(b, clip_style, mode=mode, seed=s, **decoder), b.source, b.sigmas) for s in (0, 0)]
     assert torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])
     assert (runs[0] - sample(cfg_reference(b), b.source, b.sigmas)).abs().max() > 1e-4
@@ -400,7 +402,10 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
         sample(guider(b, mode="full"), b.source, full)
     with pytest.raises(ValueError, match=r"^decoder: this model's latent format names no TAESD decoder"):
         run_node(ZeconGuider, **guider_inputs(bundle("flux2"), guidance=losses(clip=False, range=50.0)))
-    with pytest.raises(ValueError, match=r"^decoder: QwenImage's latents are decoded by a video VAE"):
+    with pytest.raises(ValueError, match=r"^decoder: this model's TAESD \(lighttaew2_1\) is a video decoder"):
         run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), guidance=losses(clip=False, range=50.0)))
+    with pytest.raises(ValueError, match=r"^vae: it makes 16-channel 4-D latents at 1/8 .* QwenImage\) works on "
+                                         r"16-channel 5-D"):
+        run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), vae=tiny_flow.tiny_vae("flux_dev")))
     with pytest.raises(ValueError, match=r"^zecon_layers: block 9 does not exist; this flux model has 4"):
         run_node(ZeconGuider, **guider_inputs(b, zecon_layers="0,9"))
