@@ -118,9 +118,20 @@ def stage_decoder(vae, base_model, device) -> B.Decoder:
     with torch.inference_mode(False):
         frames = base_model.latent_format.latent_dimensions == 3
         module = _StageDecode(copy.deepcopy(stage, memo), frames).to(device, dtype).requires_grad_(False)
+        fmt = _plain_format(base_model.latent_format)
     if frames:
-        return B.Decoder(module, lambda z: base_model.process_latent_out(z.unsqueeze(2)), dtype)
-    return B.Decoder(module, base_model.process_latent_out, dtype)
+        return B.Decoder(module, lambda z: fmt.process_out(z.unsqueeze(2)), dtype)
+    return B.Decoder(module, fmt.process_out, dtype)
+
+
+def _plain_format(fmt):
+    """A copy of a latent format whose tensors (Wan 2.1's latents_mean / latents_std, made under inference
+    mode) are normal tensors: a backward through ``process_out`` saves them."""
+    fmt = copy.copy(fmt)
+    for name, value in vars(fmt).items():
+        if torch.is_tensor(value):
+            setattr(fmt, name, value.clone())
+    return fmt
 
 
 @contextlib.contextmanager

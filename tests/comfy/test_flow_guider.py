@@ -66,13 +66,18 @@ def bundle(family, size=8):
     from types import SimpleNamespace
     import comfy.samplers
     if family not in _bundles:
-        model = tiny_flow.tiny_model(family, 0)
-        with torch.inference_mode():
+        with torch.inference_mode():     # as a loader node makes it in the server: inference-tensor weights
+            model = tiny_flow.tiny_model(family, 0)
             source = tiny_flow.latent(family, 5, height=size, width=size)
             sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 6)[3:]
         _bundles[family] = SimpleNamespace(family=family, model=model, positive=tiny_flow.conditioning(family, 1),
                                            negative=tiny_flow.conditioning(family, 2), source=source, sigmas=sigmas)
     return _bundles[family]
+
+
+def family_vae(family):
+    with torch.inference_mode():     # as VAELoader makes it
+        return tiny_flow.tiny_vae(family)
 
 
 def run_node(node_cls, **inputs):
@@ -142,7 +147,7 @@ def test_every_family_guides_in_both_modes_and_seeded_runs_repeat(pack, taesd, c
     """With the CLIP losses on: TAESD where the family has one, else the family's own VAE (Flux.2's
     batch-norm latents, Qwen-Image's Wan 2.1 video VAE on one frame)."""
     b = bundle(family)
-    decoder = dict(decoder="vae", vae=tiny_flow.tiny_vae(family)) if family in VAE_ONLY else {}
+    decoder = dict(decoder="vae", vae=family_vae(family)) if family in VAE_ONLY else {}
     runs = [sample(guider(b, clip_style, mode=mode, seed=s, **decoder), b.source, b.sigmas) for s in (0, 0)]
     assert torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])
@@ -404,7 +409,7 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
         run_node(ZeconGuider, **guider_inputs(bundle("flux2"), guidance=losses(clip=False, range=50.0)))
     with pytest.raises(ValueError, match=r"^decoder: this model's TAESD \(lighttaew2_1\) is a video decoder"):
         run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), guidance=losses(clip=False, range=50.0)))
-    with pytest.raises(ValueError, match=r"^vae: it makes 16-channel 4-D latents at 1/8 .* QwenImage\) works on "
+    with pytest.raises(ValueError, match=r"^vae: it makes 16-channel 4-D latents at 1/8 .*\(QwenImage\) works on "
                                          r"16-channel 5-D"):
         run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), vae=tiny_flow.tiny_vae("flux_dev")))
     with pytest.raises(ValueError, match=r"^zecon_layers: block 9 does not exist; this flux model has 4"):
