@@ -116,7 +116,8 @@ class ZeconGuider(io.ComfyNode):
                 io.Boolean.Input("gradient_checkpointing", default=False, optional=True,
                                  tooltip="full mode: recompute the UNet's blocks during the backward pass instead "
                                          "of keeping their activations. Same result, much less memory (SDXL full "
-                                         "mode on 24 GB), one more UNet forward per guided step."),
+                                         "mode on 24 GB), one more UNet forward per guided step. SD UNets only "
+                                         "(flow models ignore it)."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE: needed for decoder 'vae'; checked "
                                                            "against the model's latent format."),
                 ZeconClip.Input("clip", optional=True, tooltip="CLIP that scores the style (ZeCon CLIP Loader). "

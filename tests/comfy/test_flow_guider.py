@@ -13,26 +13,26 @@ import pytest
 import torch
 
 import comfy_inprocess
+import latent_fixtures
 import tiny_flow
 import tiny_sd
+from latent_fixtures import cfg_reference, run_node, sample
 
 pytestmark = pytest.mark.comfy
 
-FAMILIES = ("flux_dev", "flux_schnell", "flux2", "chroma", "sd3", "sd35", "qwen_image", "lumina2", "zimage")
+FAMILIES = tiny_flow.FAMILIES
 # families without a TAESD decoder in ComfyUI 0.3.75 (Flux.2: none; Qwen-Image: a video TAE): decoder 'vae'
 VAE_ONLY = ("flux2", "qwen_image")
 # the output projection of each family's DiT: zeroed, the model predicts one constant velocity
 OUTPUT = {"flux_dev": "final_layer.linear", "flux_schnell": "final_layer.linear", "flux2": "final_layer.linear",
           "chroma": "final_layer.linear", "sd3": "final_layer.linear", "sd35": "final_layer.linear",
-          "qwen_image": "proj_out", "lumina2": "final_layer.linear", "zimage": "final_layer.linear"}
+          "qwen_image": "proj_out", "lumina2": "final_layer.linear", "zimage": "final_layer.linear",
+          "hidream": "final_layer.linear"}
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield comfy_inprocess.load(tmp_path_factory.mktemp("comfy_input"))
-    torch.set_num_threads(threads)
+    yield from comfy_inprocess.single_threaded(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,7 @@ def taesd(pack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_style(pack, tmp_path_factory):
-    from safetensors.torch import save_file
-    from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
-    from zecon_pack.zecon_core.guidance.clip_model import load_clip
-    from zecon_pack.zecon_core.pixel.pipeline import encode_style
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
-    save_file(tiny_clip_state_dict(), str(path))
-    clip = load_clip(path=path)
-    return clip, encode_style(clip, "a watercolor painting", "Photo")
+    return latent_fixtures.clip_and_style(tmp_path_factory.mktemp("clip"))
 
 
 _bundles = {}
@@ -78,28 +71,6 @@ def bundle(family, size=8):
 def family_vae(family):
     with torch.inference_mode():     # as VAELoader makes it
         return tiny_flow.tiny_vae(family)
-
-
-def run_node(node_cls, **inputs):
-    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
-    with torch.inference_mode():
-        return clone.EXECUTE_NORMALIZED(**inputs).args
-
-
-def sample(guider, latent, sigmas, sampler="euler", seed=0, noise=None, callback=None):
-    import comfy.samplers
-    with torch.inference_mode():
-        noise = torch.zeros_like(latent) if noise is None else noise
-        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, callback=callback,
-                             disable_pbar=True, seed=seed)
-
-
-def cfg_reference(b, cfg=3.0):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(b.model)
-    g.set_conds(b.positive, b.negative)
-    g.set_cfg(cfg)
-    return g
 
 
 def losses(clip=True, **changes):
@@ -365,6 +336,20 @@ def test_an_attention_kernel_without_backward_is_bypassed(pack, taesd, clip_styl
     monkeypatch.setattr(user, "optimized_attention", forward_only_attention)
     torch.testing.assert_close(sample(guider(b, clip_style, mode=mode), b.source, b.sigmas), ref, rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_has_a_verified_taesd_download_or_needs_the_vae(pack, family):
+    """ComfyUI's latent-format TAESD names: taef1 (Flux latents) and taesd3 are in the registry (Git blob id
+    at the pinned commit); Flux.2 names none and Qwen-Image a video TAE, refused by the guider."""
+    from zecon_pack.nodes.flow import guidance as FG
+    from zecon_pack.nodes.latent import taesd
+    name = bundle(family).model.model.latent_format.taesd_decoder_name
+    if family in VAE_ONLY:
+        assert name is None or name in FG.VIDEO_TAES
+    else:
+        entry = taesd._entry_for(name)
+        assert entry is not None and entry.filename == f"{name}.pth" and entry.git_blob and entry.urls
 
 
 def wan_model():
