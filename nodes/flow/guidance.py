@@ -60,8 +60,7 @@ def latent_shape_text(fmt) -> str:
 def check_source(samples: torch.Tensor, model, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` when a LATENT is not of the model's latent format (channels, dims)."""
     fmt = model.model.latent_format
-    dims_ok = samples.ndim == fmt.latent_dimensions + 2 or (fmt.latent_dimensions == 3 and samples.ndim == 4)
-    if samples.shape[1] != fmt.latent_channels or not dims_ok:
+    if samples.shape[1] != fmt.latent_channels or samples.ndim != fmt.latent_dimensions + 2:
         raise ValueError(
             f"{name}: a {samples.shape[1]}-channel {samples.ndim}-D latent, but {type(model.model).__name__} works on "
             f"{latent_shape_text(fmt)} latents: encode the picture with this model's VAE (a latent of another "

@@ -165,10 +165,9 @@ class ZeconGuider(io.ComfyNode):
             raise ValueError("clip: a style is connected but no CLIP model to score it")
         config = resolve_config(guidance, model, family, zecon_layers, style is not None)
         samples = source["samples"]
-        if flow:
-            FG.check_source(samples, model, "source")
-            if strength > 0 and needs_decoder(config.weights_on()):
-                FG.check_decoder(decoder, model, vae)
+        FG.check_source(samples, model, "source")
+        if flow and strength > 0 and needs_decoder(config.weights_on()):
+            FG.check_decoder(decoder, model, vae)
         if mask is not None:
             check_mask(mask, samples)
         taesd_path = None

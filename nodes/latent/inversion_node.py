@@ -108,8 +108,8 @@ class ZeconLatentInversion(io.ComfyNode):
             sigmas = inversion_sigmas(model, steps, denoise, scheduler)
         check_sigmas(sigmas)
         samples = latent["samples"]
+        FG.check_source(samples, model, "latent")
         if rectified_flow:
-            FG.check_source(samples, model, "latent")
             try:
                 flow.check_flow_sigmas(sigmas)
             except ValueError as e:

@@ -397,5 +397,7 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
     with pytest.raises(ValueError, match=r"^vae: it makes 16-channel 4-D latents at 1/8 .*\(QwenImage\) works on "
                                          r"16-channel 5-D"):
         run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), vae=tiny_flow.tiny_vae("flux_dev")))
+    with pytest.raises(ValueError, match=r"^source: a 16-channel 4-D latent, but QwenImage works on 16-channel 5-D"):
+        run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), source={"samples": b.source}))
     with pytest.raises(ValueError, match=r"^zecon_layers: block 9 does not exist; this flux model has 4"):
         run_node(ZeconGuider, **guider_inputs(b, zecon_layers="0,9"))

@@ -392,6 +392,12 @@ def test_sd_latents_into_a_flow_model_and_foreign_vaes_are_refused_by_name(pack,
         run_node(ZeconGuider, **guider_inputs(sd15, vae=tiny_sd.tiny_vae("flow")))
     with pytest.raises(ValueError, match="vae: decoder 'vae' needs the model's VAE"):
         run_node(ZeconGuider, **guider_inputs(sd15, decoder="vae"))
+    flux_latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    with pytest.raises(ValueError, match=r"^source: a 16-channel 4-D latent, but BaseModel works on 4-channel"):
+        run_node(ZeconGuider, **guider_inputs(sd15, source=flux_latent))
+    with pytest.raises(ValueError, match=r"^latent: a 16-channel 4-D latent, but BaseModel"):
+        run_node(ZeconLatentInversion, model=sd15.model, latent=flux_latent, conditioning=sd15.positive, cfg=1.0,
+                 steps=2, denoise=0.5, scheduler="normal")
 
 
 @pytest.mark.parametrize("mode", ["shortcut", "full"])
