@@ -27,6 +27,7 @@ from zecon_core.pixel.schedule import Schedule
 from zecon_core.guidance.vgg import load_vgg
 
 from golden import METRICS, Golden, RecordedDraws, mismatch, view_params
+from vgg_ties import tie_variants
 
 G = Golden()
 torch.set_grad_enabled(True)
@@ -219,6 +220,29 @@ def produce_cond_fn(g):
     return out
 
 
+@lru_cache(maxsize=None)
+def cond_fn_tie_variants(name: str) -> tuple[torch.Tensor, ...]:
+    """grad_<name> of cond_fn with the VGG max-pool's near-tied windows at our x̂ resolved the other way.
+
+    A tie within float32 rounding lets two valid float32 evaluations route a window's gradient to
+    different pixels (README, "Faithfulness"); the golden gradient then equals one of these variants.
+    """
+    g, spec = G["cond_fn.safetensors"], G.spec("cond_fn.safetensors")
+    setting = spec["settings"][name]
+    if not G.setting_weights(setting).get("vgg"):
+        return ()
+    s, i, x = schedule(), int(g["t_index"][0]), g["x_t"]
+    noises = {k[len("noise_"):]: v for k, v in g.items() if k.startswith("noise_")}
+    with torch.no_grad():
+        x_in = output_blend(s, i, D.p_mean_variance(s, denoiser()(x, i), x, i).pred_x0, x)
+
+    def gradient():
+        draws = RecordedDraws(source_noises=noises, patch_ids=zecon_ids(g))
+        return guided("cond_fn.safetensors", setting, draws, g, spec["n_patch"], x, i)[0]
+
+    return tuple(tie_variants(vgg(), x_in, gradient))
+
+
 def produce_guided_step(g):
     c = G["cond_fn.safetensors"]
     spec = G.spec("cond_fn.safetensors")
@@ -353,6 +377,10 @@ def test_golden_vector(file, name, entry):
     ours = produced(file)
     assert name in ours, f"{file}:{name} is in the manifest but not produced"
     problem = mismatch(ours[name], G[file][name], entry)
+    if problem is not None and file == "cond_fn.safetensors" and name.startswith("grad_"):
+        # a VGG max-pool window tied within float32 rounding may have gone the other way in the original
+        if any(mismatch(v, G[file][name], entry) is None for v in cond_fn_tie_variants(name[len("grad_"):])):
+            problem = None
     assert problem is None, f"{file}:{name}: {problem}"
 
 

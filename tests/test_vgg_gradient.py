@@ -90,3 +90,49 @@ def test_vgg_gradient_matches_the_original_in_float64(height, width):
     assert scale > 0
     assert (grad - expected).abs().max().item() <= 1e-12 * scale
     assert losses["vgg"] == pytest.approx(expected_loss, rel=1e-13)
+
+
+def test_a_max_pool_tie_moves_the_gradient_and_a_forced_winner_reproduces_it():
+    """The parity check's tie variants (tests/vgg_ties.py): the window whose top two values are closest is found,
+    forcing its runner-up to win changes the VGG gradient only around that window, by a jump far above rounding
+    (a routing change), while the loss moves by no more than the gap allows; no forced window changes nothing."""
+    from vgg_ties import forced_winners, near_ties
+    from zecon_core.guidance import losses as L
+
+    vgg = load_vgg(tiny_paths()["vgg"])
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(1, 3, 48, 80, generator=g) * 2 - 1
+    target = vgg(torch.rand(1, 3, 48, 80, generator=g) * 2 - 1)
+
+    def grad_and_loss():
+        x = image.clone().requires_grad_()
+        loss = L.vgg_perceptual(vgg(x), target).sum()
+        return torch.autograd.grad(loss, x)[0], loss.item()
+
+    # the closest pair in the whole layer: rel just above its gap
+    everything = near_ties(vgg, image, rel=1.0)
+    assert len(everything) > 1000
+    with torch.no_grad():
+        seen = {}
+        h = vgg.features[4].register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+        vgg(image)
+        h.remove()
+    act = seen["x"]
+    ties = near_ties(vgg, image, rel=1e-4)
+    assert 0 < len(ties) < len(everything)
+    b, c, y, x = ties[0]
+    window = act[b, c, y // 2 * 2:y // 2 * 2 + 2, x // 2 * 2:x // 2 * 2 + 2]
+    gap = (window.max() - act[b, c, y, x]).item()
+    assert 0 <= gap <= 1e-4 * act.abs().max().item()
+
+    plain, plain_loss = grad_and_loss()
+    with forced_winners(vgg, [(b, c, y, x)]):
+        flipped, flipped_loss = grad_and_loss()
+    diff = (flipped - plain).abs()[0].amax(0)
+    assert diff.max() > 1e-4 * plain.abs().max()            # a routing jump, far above float32 rounding
+    ys, xs = diff.nonzero(as_tuple=True)
+    y0, x0 = y // 2 * 2, x // 2 * 2
+    assert ys.min() >= y0 - 2 and ys.max() <= y0 + 3 and xs.min() >= x0 - 2 and xs.max() <= x0 + 3
+    assert abs(flipped_loss - plain_loss) <= 10 * gap * act.abs().max().item() + 1e-6 * abs(plain_loss)
+    with forced_winners(vgg, []):
+        assert torch.equal(grad_and_loss()[0], plain)

@@ -105,8 +105,9 @@ class ZeconSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, start) -> bool:
-        return V.result(V.combo("sampler", sampler, SAMPLERS), V.combo("start", start, START_MODES))
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types), V.combo("sampler", values.get("sampler"), SAMPLERS),
+                        V.combo("start", values.get("start"), START_MODES))
 
     @classmethod
     def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start, mask=None,

@@ -29,6 +29,7 @@ for p in (HERE, HERE.parents[1]):
         sys.path.insert(0, str(p))
 
 import zecon_testing as zt  # noqa: E402
+from zecon_core.files.registry import WORKFLOW_CHECKPOINTS, frontend_model  # noqa: E402
 
 IMAGENET = "256x256_diffusion_uncond.pt (download on first use)"
 FFHQ = "ffhq_10m.pt (download on first use)"
@@ -85,7 +86,8 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
                    "optional: CLIP ViT-B-16 (openai)"],
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
-            {"id": 2, "type": "CheckpointLoaderSimple", "pos": [40, 420], "widgets": {"ckpt_name": ckpt}},
+            {"id": 2, "type": "CheckpointLoaderSimple", "pos": [40, 420], "widgets": {"ckpt_name": ckpt},
+             "models": [frontend_model(ckpt)]},
             {"id": 3, "type": "ImageScaleToTotalPixels", "pos": [440, 40],
              "widgets": {"upscale_method": "lanczos", "megapixels": megapixels}},
             {"id": 4, "type": "VAEEncode", "pos": [440, 200]},
@@ -104,7 +106,8 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
             {"id": 11, "type": "ZeconGuider", "pos": [1240, 40],
              "widgets": {"cfg": 5.0, "mode": "shortcut", "decoder": "taesd", "start_percent": 0.0,
                          "end_percent": 1.0, "strength": 1.0, "seed": 0, "control_after_generate": "fixed",
-                         "zecon_layers": "auto"}},
+                         "zecon_layers": "auto"},
+             "models": [frontend_model(WORKFLOW_CHECKPOINTS[ckpt].taesd)]},
             {"id": 12, "type": "DisableNoise", "pos": [1240, 600]},
             {"id": 13, "type": "KSamplerSelect", "pos": [1240, 700], "widgets": {"sampler_name": "euler"}},
             {"id": 14, "type": "SamplerCustomAdvanced", "pos": [1640, 40]},
@@ -141,7 +144,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
@@ -167,7 +170,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconInversion", "pos": [420, 40],
@@ -207,7 +210,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": FFHQ, "precision": "auto"}},
+             "widgets": {"model_name": FFHQ, "precision": "auto"}, "models": [frontend_model("ffhq")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
@@ -234,7 +237,7 @@ WORKFLOWS = {
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "title": "Photo and region (mask)",
              "widgets": {"image": MASKED_SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "LoadImage", "pos": [440, 40], "title": "Style image",
@@ -312,6 +315,12 @@ def build(fe, name: str) -> None:
     fe.build_graph(spec["nodes"], spec["links"])
     fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
     fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
+    # ComfyUI's model metadata on the nodes that need a file (as its own templates carry it): the frontend
+    # offers the download of a missing file whose name is one of the node's widget values
+    fe.evaluate("""(models) => { for (const [id, list] of models) {
+                     const node = app.graph.getNodeById(id); node.properties = node.properties || {};
+                     node.properties.models = list; } }""",
+                [[n["id"], n["models"]] for n in spec["nodes"] if n.get("models")])
     if spec.get("bypass"):  # LiteGraph mode 4 = bypass (Ctrl+B): shipped off, one keystroke to turn on
         fe.evaluate("(ids) => { for (const id of ids) app.graph.getNodeById(id).mode = 4; "
                     "app.graph.setDirtyCanvas(true, true); }", spec["bypass"])
