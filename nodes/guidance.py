@@ -101,10 +101,12 @@ class ZeconGuidance(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, patch_min, patch_max, zecon_layers, vgg_file=VGG_AUTO) -> bool:
-        errors = [V.number("patch_min", patch_min, 0.0, 1.0), V.number("patch_max", patch_max, 0.0, 1.0),
-                  V.layers(zecon_layers), vgg_file_error(vgg_file)]
-        if not errors[0] and not errors[1] and patch_min is not None and patch_max is not None:
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        patch_min, patch_max = values.get("patch_min"), values.get("patch_max")
+        errors = [*V.schema_errors(cls, values, input_types), V.layers(values.get("zecon_layers")),
+                  vgg_file_error(values.get("vgg_file", VGG_AUTO))]
+        bounds_ok = not any(e and e.startswith(("patch_min:", "patch_max:")) for e in errors)
+        if bounds_ok and patch_min is not None and patch_max is not None:
             if not 0 < patch_min <= patch_max:
                 errors.append(f"patch_min/patch_max: need 0 < patch_min <= patch_max, got {patch_min}, {patch_max}")
         return V.result(*errors)

@@ -78,9 +78,11 @@ class ZeconDiffusionLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, model_name, precision, num_head_channels=64) -> bool:
-        return V.result(model_name_error(model_name, "unet", "model_name"),
-                        V.combo("precision", precision, PRECISIONS), V.head_channels(num_head_channels))
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types),
+                        model_name_error(values.get("model_name"), "unet", "model_name"),
+                        V.combo("precision", values.get("precision"), PRECISIONS),
+                        V.head_channels(values.get("num_head_channels")))
 
     @classmethod
     def fingerprint_inputs(cls, model_name, precision, num_head_channels=64, gradient_checkpointing=False):
@@ -121,8 +123,10 @@ class ZeconClipLoader(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, clip_name, pretrained, local_file) -> bool:
-        errors = [V.combo("local_file", local_file, [NO_LOCAL_CLIP, *folders.local_files()])]
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        clip_name, local_file = values.get("clip_name"), values.get("local_file")
+        errors = [*V.schema_errors(cls, values, input_types),
+                  V.combo("local_file", local_file, [NO_LOCAL_CLIP, *folders.local_files()])]
         if local_file == NO_LOCAL_CLIP and clip_name is not None and not str(clip_name).strip():
             errors.append("clip_name: give an open_clip model name (e.g. ViT-B-16) or choose a local_file")
         return V.result(*errors)

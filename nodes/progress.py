@@ -7,6 +7,7 @@ so each reported step is a point where "Cancel" stops the run.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import comfy.utils
@@ -42,6 +43,18 @@ class NodeProgress:
             self.bar.update_absolute(offset + step, self.total, preview_of(pred_x0) if self.previews else None)
 
         return callback
+
+
+def tell(text: str, node_id: str | None = None) -> None:
+    """A warning on the console and, in the server, under the node (its progress text)."""
+    logging.warning(text)
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    instance = getattr(PromptServer, "instance", None)
+    if instance is not None and node_id is not None:
+        instance.send_progress_text(text, node_id)
 
 
 def download_progress(node_id: str | None = None, interval: float = 0.25):

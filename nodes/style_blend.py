@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..zecon_core.guidance.style import blend_styles
+from . import validation as V
 from .types import CATEGORY, ZeconStyle
 
 
@@ -26,6 +27,10 @@ class ZeconStyleBlend(io.ComfyNode):
             ],
             outputs=[ZeconStyle.Output("style", display_name="style", tooltip="The blended style (ZECON_STYLE).")],
         )
+
+    @classmethod
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types))
 
     @classmethod
     def execute(cls, style_a, style_b, weight) -> io.NodeOutput:

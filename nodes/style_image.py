@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..zecon_core.files.images import from_bhwc
 from ..zecon_core.guidance.style import encode_style_images
+from . import validation as V
 from .device import plain
 from .types import CATEGORY, ZeconClip, ZeconStyle
 
@@ -39,6 +40,10 @@ class ZeconStyleImage(io.ComfyNode):
                                        tooltip="The image style (ZECON_STYLE), for the sampler, the all-in-one node "
                                                "or a Style Blend.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types))
 
     @classmethod
     def execute(cls, clip, images, crops=0, seed=0, per_image=False) -> io.NodeOutput:

@@ -6,6 +6,12 @@ the inputs they must check together here. Each helper returns ``None`` or an
 error text that starts with the input's name. Linked inputs arrive as ``None``
 during validation and are skipped.
 
+Every node of the pack takes ``validate_inputs(cls, input_types=None, **values)`` and starts with
+``schema_errors``: ComfyUI skips its own min/max check for every input of such a function, its
+check never caught NaN anyway (``NaN < min`` is false), and a JSON ``null`` for a combo reached
+``execute``; ``schema_errors`` checks every literal input against the node's schema instead, and
+(because ``input_types`` turns ComfyUI's own check off) the types of the linked ones.
+
 How ComfyUI 0.3.75 reports a ``validate_inputs`` result (``execution.validate_inputs``):
 a returned string becomes one ``custom_validation_failed`` error *for every input the
 function names*, each with the same text, so one bad respacing was listed three times
@@ -20,6 +26,44 @@ from __future__ import annotations
 import math
 
 from ..zecon_core.pixel.schedule import Schedule
+
+
+def schema_errors(node, values: dict, input_types: dict | None) -> list[str | None]:
+    """Every input of ``node`` (a V3 node class) that ``values`` holds, checked against its schema.
+
+    Literal numbers: finite, within the schema's min/max, whole for INT inputs (a value ComfyUI could
+    not convert to a number it reports itself). Literal ``null`` (JSON ``null``; a linked input also
+    arrives as None, but ``input_types`` lists those) for a combo or another required input: refused.
+    Linked inputs: the output's type must fit the input's (ComfyUI's ``validate_node_input``, which
+    ComfyUI skips for a node whose ``validate_inputs`` takes ``input_types``).
+    """
+    from comfy_execution.validation import validate_node_input
+
+    linked = input_types or {}
+    spec = node.INPUT_TYPES()
+    errors = []
+    for group in ("required", "optional"):
+        for name, (kind, *extra) in spec.get(group, {}).items():
+            info = extra[0] if extra else {}
+            if name in linked:
+                if not validate_node_input(linked[name], kind):
+                    errors.append(f"{name}: a {linked[name]} output cannot feed this {kind} input")
+                continue
+            if name not in values:
+                continue
+            value = values[name]
+            if kind in ("INT", "FLOAT") and not isinstance(value, (int, float)):
+                continue   # ComfyUI could not convert it and reports that itself (invalid_input_type)
+            if value is None:
+                if group == "required" or kind == "COMBO":
+                    shown = ""
+                    if kind == "COMBO":
+                        shown = " (choose one of " + ", ".join(repr(o) for o in list(info.get("options", []))[:20]) + ")"
+                    errors.append(f"{name}: null is not a value (neither a widget value nor a link){shown}")
+                continue
+            if kind in ("INT", "FLOAT"):
+                errors.append(number(name, value, info.get("min"), info.get("max"), integer=kind == "INT"))
+    return errors
 
 
 def combo(name: str, value, options) -> str | None:

@@ -402,3 +402,96 @@ def test_sixteen_bit_grey_input_is_not_white(tmp_path):
     want_right, want_left = 30000 / 65535 * 2 - 1, 10000 / 65535 * 2 - 1
     assert abs(float(x[0, :, :, 28:].mean()) - want_right) < 1e-4
     assert abs(float(x[0, :, :, :28].mean()) - want_left) < 1e-4
+
+
+# --------------------------------------------------------------------------- --mask / --style-image
+def _picture(path: Path, array) -> Path:
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_mask_and_style_images_match_python_api(tmp_path, tiny_paths, source_png):
+    """--mask (white = restyle) with --feather and two --style-image pictures of different sizes compute
+    exactly what the Python API computes with the same mask and the mean image style; outside the
+    feathered mask the result is the unguided (DDIM) reconstruction, inside it is not."""
+    from zecon_core.guidance.style import blend_styles, encode_style_images
+
+    mask = np.zeros((80, 96), np.uint8)
+    mask[:, 48:] = 255                                          # restyle the right half of the 96x80 input
+    mask_png = _picture(tmp_path / "mask.png", mask)
+    rng = np.random.default_rng(0)
+    styles = [_picture(tmp_path / "s1.png", rng.integers(0, 256, (40, 56, 3))),
+              _picture(tmp_path / "s2.jpg", rng.integers(0, 256, (72, 48, 3)))]
+    out = tmp_path / "cli.png"
+    common = ["--model", tiny_paths["unet"], "--clip-model", tiny_paths["clip"], "--vgg-model", tiny_paths["vgg"],
+              "--seed", "2", "--device", "cpu", "--size", "64", "--steps", "6", "--skip", "3", "--n-patch", "2",
+              "--style-crops", "1", "--mask", mask_png, "--feather", "4", "--sampler", "ddim", "--json", "--quiet"]
+    r = run_cli("stylize", source_png, "--style-image", *styles, *common, "-o", out)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["style_images"] == ["s1.png", "s2.jpg"] and summary["mask"] == "mask.png"
+    assert summary["feather"] == 4 and summary["prompt"] is None and summary["source_prompt"] is None
+
+    model = zc.load_diffusion_model(tiny_paths["unet"])
+    clip = zc.load_clip(path=tiny_paths["clip"])
+    vgg = zc.load_vgg(tiny_paths["vgg"])
+    image = zc.prepare_source(zc.load_image(source_png), "resize", 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # as in the subprocess
+    try:
+        style = blend_styles([(encode_style_images(clip, zc.load_image(p), crops=1, seed=2 + k), 1.0)
+                              for k, p in enumerate(styles)])
+        inv = zc.invert(model, image, respacing="6", skip=3)
+        cfg = zc.GuidanceConfig(n_patch=2)
+        region = torch.zeros(1, 80, 96)
+        region[:, :, 48:] = 1
+        ref = zc.sample_guided(model, inv, style, clip, cfg, vgg_model=vgg, sampler="ddim", seed=2, mask=region,
+                               feather=4)
+        with pytest.warns(UserWarning, match="plain reconstruction"):   # DDIM: no step noise, so it is comparable
+            plain = zc.sample_guided(model, inv, None, None, cfg.replace(**{k: 0.0 for k in cfg.weights}),
+                                     sampler="ddim", seed=2)
+    finally:
+        torch.set_num_threads(threads)
+    got = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    assert np.array_equal(got, np.asarray(zc.tensor_to_pil(ref)[0]))
+    unguided = np.asarray(zc.tensor_to_pil(plain)[0]).astype(int)
+    left, right = slice(0, 32 - 4 - 2), slice(32 + 4 + 2, 64)   # beyond the feather (and the resize) on either side
+    assert np.array_equal(got[:, left], unguided[:, left])
+    assert np.abs(got[:, right] - unguided[:, right]).max() > 0
+
+
+@pytest.mark.parametrize("make, extra, needle", [
+    (lambda d: _picture(d / "m.png", np.full((40, 40), 255)), ["--mask", "{}"], "is 40x40 but the input is 96x80"),
+    (lambda d: _picture(d / "m.png", np.zeros((80, 96))), ["--mask", "{}"], "mask is empty"),
+    (lambda d: (d / "m.png").write_text("no picture") and d / "m.png", ["--mask", "{}"], "cannot read it as an image"),
+    (lambda d: d / "missing.png", ["--mask", "{}"], "file not found"),
+    (lambda d: d, ["--mask", "{}"], "not a file"),
+    (lambda d: None, ["--feather", "3"], "--feather is only used with --mask"),
+    (lambda d: _picture(d / "s.png", np.zeros((20, 64, 3))), ["--style-image", "{}"], "too small to carry a style"),
+    (lambda d: (d / "s.png").write_text("no picture") and d / "s.png", ["--style-image", "{}"],
+     "cannot read it as an image"),
+    (lambda d: d / "missing.png", ["--style-image", "{}"], "--style-image"),
+    (lambda d: None, ["--prompt", "x", "--style-crops", "2"], "--style-crops is only used with --style-image"),
+    (lambda d: _picture(d / "s.png", np.zeros((64, 64, 3))),
+     ["--style-image", "{}", "--clip-global-patch", "0", "--clip-dir-patch", "0"], "needs a CLIP loss"),
+])
+def test_bad_mask_or_style_image_exit_2_naming_the_option(tmp_path, source_png, models_dir, make, extra, needle,
+                                                          capsys):
+    made = make(tmp_path)
+    args = [a.format(made) for a in extra]
+    if "--prompt" not in args and "--style-image" not in args:
+        args = ["--prompt", "x", *args]
+    code = cli.main(["stylize", str(source_png), "--tiny", "--models-dir", str(models_dir), "--quiet",
+                     "-o", str(tmp_path / "o.png"), *args])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_USAGE, err
+    assert needle in err
+    option = next(a for a in extra if a.startswith("--") and a != "--prompt")
+    assert option in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_prompt_and_style_image_are_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["stylize", "x.png", "--prompt", "p", "--style-image", "s.png", "-o", str(tmp_path / "o.png")])
+    assert e.value.code == 2 and "not allowed with" in capsys.readouterr().err

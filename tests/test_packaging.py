@@ -70,7 +70,7 @@ def test_dependencies_have_no_torch_pin_and_match_requirements_txt():
 
 
 def test_only_the_engine_is_installed_and_comfy_table_is_complete():
-    assert PYPROJECT["tool"]["setuptools"]["packages"] == ["zecon_core"]
+    assert PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"] == ["zecon_core", "zecon_core.*"]
     assert PYPROJECT["project"]["scripts"] == {"zecon": "zecon_core.apps.cli:main"}
     comfy = PYPROJECT["tool"]["comfy"]
     assert comfy["DisplayName"] == "ZeCon"
@@ -163,6 +163,10 @@ def test_pip_install_in_clean_venv_then_import_without_comfyui(tmp_path):
         "assert importlib.util.find_spec('comfy') is None and importlib.util.find_spec('comfy_api') is None\n"
         "assert importlib.util.find_spec('nodes') is None, 'the ComfyUI node package must not be installed'\n"
         "assert importlib.util.find_spec('folder_paths') is None\n"
+        "import pkgutil\n"
+        f"want = {sorted(p.relative_to(ROOT).parent.as_posix().replace('/', '.') for p in (ROOT / 'zecon_core').rglob('__init__.py'))!r}\n"
+        "have = sorted(['zecon_core'] + [m.name for m in pkgutil.walk_packages(zecon_core.__path__, 'zecon_core.') if m.ispkg])\n"
+        "assert have == want, (have, want)  # every subpackage of the engine is installed\n"
         "import zecon_core.apps.cli, zecon_core.apps.tiny, zecon_core.files.download\n"
         "print(zecon_core.__version__, torch.__version__)\n"
     )

@@ -27,6 +27,7 @@ from zecon_core.pixel.schedule import Schedule
 from zecon_core.guidance.vgg import load_vgg
 
 from golden import METRICS, Golden, RecordedDraws, mismatch, view_params
+from vgg_ties import tie_variants
 
 G = Golden()
 torch.set_grad_enabled(True)
@@ -142,15 +143,16 @@ def produce_ddim(g):
     latent = ddim_invert(denoise, g["x0"], s, steps, callback=lambda k, n, x, p: trajectory.__setitem__(k - 1, x[0]))
     out = {"inverted_latent": latent,
            "inversion_trajectory_img0": torch.stack([trajectory[int(i)] for i in g["inversion_trajectory_steps"]])}
+    # every later stage starts from its recorded input, the original's own latent ("ddim_sample(latent, t)",
+    # "noise=inverted_latent"), never from ours: our latent is checked above, and a step or a loop from it
+    # would amplify its float32 rounding past these stages' tolerances
+    recorded = g["inverted_latent"]
     samples, preds = [], []
     for b, i in enumerate(g["step_t"].tolist()):
-        r = step(denoise, s, latent[b:b + 1], i, method="ddim", draws=Draws(0))
+        r = step(denoise, s, recorded[b:b + 1], i, method="ddim", draws=Draws(0))
         samples.append(r.x)
         preds.append(r.pred_x0)
     out["step_sample"], out["step_pred_xstart"] = torch.cat(samples), torch.cat(preds)
-    # the reverse loop from the recorded latent (its input, "noise=inverted_latent"): our own latent is
-    # checked above, and 50 chaotic UNet calls would amplify its float32 rounding past the tolerance
-    recorded = g["inverted_latent"]
     out["reconstruction"], _ = sample(denoise, recorded, s, steps - 1, method="ddim", draws=Draws([0] * len(recorded)))
     out["ddpm_loop_start"] = ddpm_loop_start(G, s, steps - 1, recorded[0:1])
     return out
@@ -216,6 +218,29 @@ def produce_cond_fn(g):
             if loss in losses:
                 out[f"loss_{name}_{metric}"] = torch.tensor(losses[loss], dtype=torch.float64)
     return out
+
+
+@lru_cache(maxsize=None)
+def cond_fn_tie_variants(name: str) -> tuple[torch.Tensor, ...]:
+    """grad_<name> of cond_fn with the VGG max-pool's near-tied windows at our x̂ resolved the other way.
+
+    A tie within float32 rounding lets two valid float32 evaluations route a window's gradient to
+    different pixels (README, "Faithfulness"); the golden gradient then equals one of these variants.
+    """
+    g, spec = G["cond_fn.safetensors"], G.spec("cond_fn.safetensors")
+    setting = spec["settings"][name]
+    if not G.setting_weights(setting).get("vgg"):
+        return ()
+    s, i, x = schedule(), int(g["t_index"][0]), g["x_t"]
+    noises = {k[len("noise_"):]: v for k, v in g.items() if k.startswith("noise_")}
+    with torch.no_grad():
+        x_in = output_blend(s, i, D.p_mean_variance(s, denoiser()(x, i), x, i).pred_x0, x)
+
+    def gradient():
+        draws = RecordedDraws(source_noises=noises, patch_ids=zecon_ids(g))
+        return guided("cond_fn.safetensors", setting, draws, g, spec["n_patch"], x, i)[0]
+
+    return tuple(tie_variants(vgg(), x_in, gradient))
 
 
 def produce_guided_step(g):
@@ -289,25 +314,26 @@ def produce_patch_losses(g):
     out["patch_crop_views"] = crop_resize(x_in, views["clip_global_patch"].crop_boxes, item)
     out["patch_affine_views"] = render_views(x_in, without_perspective(views["clip_global_patch"]), item)
     out["patch_aug_views"] = render_views(x_in, views["clip_global_patch"], item)
-    out["patch_pooled_view0"] = c.pool(out["patch_aug_views"][0:1])
+    # each later stage takes the recorded views / embeddings as its input, not the ones made above
+    out["patch_pooled_view0"] = c.pool(g["patch_aug_views"][0:1])
     out["aug_x_affine_views"] = render_views(x_in, without_perspective(views["clip_global"]), item)
     out["aug_x_aug_views"] = render_views(x_in, views["clip_global"], item)
     out["aug_y_affine_views"] = render_views(y_dir, without_perspective(views["clip_dir_source"]), item)
     out["aug_y_aug_views"] = render_views(y_dir, views["clip_dir_source"], item)
     with torch.no_grad():
-        out["patch_embeds"] = c.encode_image(out["patch_aug_views"])
-        out["aug_x_embeds"] = c.encode_image(out["aug_x_aug_views"])
-        out["aug_y_embeds"] = c.encode_image(out["aug_y_aug_views"])
+        out["patch_embeds"] = c.encode_image(g["patch_aug_views"])
+        out["aug_x_embeds"] = c.encode_image(g["aug_x_aug_views"])
+        out["aug_y_embeds"] = c.encode_image(g["aug_y_aug_views"])
         out["dir_patch_y_embeds"] = c.encode_image(g["y_in_clip_dir_patch"]).expand(n, -1)
 
     tgt, src = g["text_embed_tgt"], g["text_embed_src"]
     direct = {
         "clip_global_patch": lambda x: L.spherical_dist(c.encode_image(render_views(x, views["clip_global_patch"], item)), tgt),
         "clip_dir_patch": lambda x: L.directional_dist(c.encode_image(render_views(x, views["clip_dir_patch"], item)),
-                                                       out["dir_patch_y_embeds"], tgt, src),
+                                                       g["dir_patch_y_embeds"], tgt, src),
         "clip_global_aug": lambda x: L.spherical_dist(c.encode_image(render_views(x, views["clip_global"], item)), tgt),
         "clip_dir_aug": lambda x: L.directional_dist(c.encode_image(render_views(x, views["clip_dir"], item)),
-                                                     out["aug_y_embeds"], tgt, src),
+                                                     g["aug_y_embeds"], tgt, src),
     }
     for name, dists_of in direct.items():
         x = x_in.clone().requires_grad_()
@@ -351,6 +377,10 @@ def test_golden_vector(file, name, entry):
     ours = produced(file)
     assert name in ours, f"{file}:{name} is in the manifest but not produced"
     problem = mismatch(ours[name], G[file][name], entry)
+    if problem is not None and file == "cond_fn.safetensors" and name.startswith("grad_"):
+        # a VGG max-pool window tied within float32 rounding may have gone the other way in the original
+        if any(mismatch(v, G[file][name], entry) is None for v in cond_fn_tie_variants(name[len("grad_"):])):
+            problem = None
     assert problem is None, f"{file}:{name}: {problem}"
 
 

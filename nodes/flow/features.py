@@ -1,12 +1,12 @@
-"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image).
+"""ZeCon content features of a rectified-flow DiT (Flux, Flux.2, Chroma, SD3, Qwen-Image, Lumina2 / Z-Image, HiDream).
 
 A DiT has no UNet encoder; the image tokens of its first transformer blocks play its role (one
 token per latent patch, so PatchNCE's patches are tokens). As the SD backbone does with its
 encoder, the blocks run at t = 0 (σ = 0: the clean-image end of the flow) on the given clean
 latent, with one fixed text context per run (the negative prompt's, else the positive's).
 
-Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type: the
-double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
+Layer ``i`` is the i-th transformer block in the order the model runs them (Flux-type and HiDream:
+the double-stream blocks, then the single-stream blocks; Lumina2 / Z-Image: ``layers``, after the
 refiners). Its feature is the image tokens *entering* block i, either
 
 * ``"modulated"`` (default): as block i's AdaLN modulates them for its attention,
@@ -33,12 +33,18 @@ qwen_image     Qwen-Image, Qwen-Image-Edit               transformer_blocks     
                                                                                  img_mod
 lumina2        Lumina 2, Z-Image (NextDiT)               layers                  attention_norm1  0, 2, 4
                                                                                  × (1 + scale)
+hidream        HiDream-I1 (not E1's image_cond)          double_stream_blocks,   norm1_i +        0, 2, 4
+                                                         single_stream_blocks    adaLN
 =============  ========================================  ======================  ===============  ========
 
 The defaults are the same on every family: three blocks from the first five (ZeCon's layers
-likewise go from the input to the middle of the encoder), so the features cost at most five
-blocks' forward (and backward) per evaluation — 5 of Flux.1's 57 blocks, of SD3.5-medium's 24,
-of Qwen-Image's 60, of Z-Image's 30. They have not been tuned on a quality benchmark.
+likewise go from the input to the middle of the encoder), so the features run the embedders, the
+first four blocks and block 4's modulation. They have not been tuned on a quality benchmark.
+Cost at 1024 px (128² latent, FLOPs counted on the meta device with 0.3.75's classes at real
+sizes, defaults): the differentiated call (forward + backward to the latent) is 0.15 of a plain
+forward on Flux.1-dev (11.4 of 74.4 TFLOP), 0.47 on SD3.5-medium (5.3 of 11.3), 0.39 on Z-Image
+(24.7 of 62.5: its two noise and two context refiners run first); the source's no-grad call
+(0.07 / 0.20 / 0.19) is computed once per run (see :class:`FlowFeatures`).
 
 How it runs: :func:`build_features` copies, after the model is loaded (so LoRAs and other
 weight patches are in), the diffusion model's small parts (embedders, refiners, final layer)
@@ -50,7 +56,7 @@ CPU), outside inference mode, frozen. It then runs ComfyUI's OWN forward of that
 on the blocks record the tokens and stop the forward after the deepest wanted block. Only
 Flux-type blocks are replaced, by the out-of-place forwards of :mod:`.flux_blocks`. With grad
 enabled, every attention call goes through PyTorch's kernel (``optimized_attention_override``),
-which has a backward; no-grad calls keep ComfyUI's kernel.
+which has a backward; no-grad calls keep ComfyUI's kernel (except on the meta device).
 
 Meta device: a model whose weights are on ``meta`` gives a meta copy and meta features (FLOP
 counting with ``torch.utils.flop_counter``), without loading anything.
@@ -70,6 +76,7 @@ import torch
 from comfy.ldm.chroma.model import Chroma
 from comfy.ldm.flux.layers import apply_mod
 from comfy.ldm.flux.model import Flux
+from comfy.ldm.hidream.model import HiDreamImageTransformer2DModel
 from comfy.ldm.lumina.model import NextDiT
 from comfy.ldm.lumina.model import modulate as lumina_modulate
 from comfy.ldm.modules.diffusionmodules.mmdit import OpenAISignatureMMDITWrapper
@@ -81,7 +88,7 @@ from .flux_blocks import double_block_forward, single_block_forward
 
 FEATURES = ("modulated", "residual")
 DEFAULT_LAYERS = {"flux": (0, 2, 4), "flux2": (0, 2, 4), "chroma": (0, 2, 4), "sd3": (0, 2, 4),
-                  "qwen_image": (0, 2, 4), "lumina2": (0, 2, 4)}
+                  "qwen_image": (0, 2, 4), "lumina2": (0, 2, 4), "hidream": (0, 2, 4)}
 FAMILIES = tuple(DEFAULT_LAYERS)
 
 # family -> the block lists in the order the model runs them: (attribute, block kind)
@@ -90,10 +97,16 @@ BLOCK_LISTS = {"flux": (("double_blocks", "double"), ("single_blocks", "single")
                "chroma": (("double_blocks", "double"), ("single_blocks", "single")),
                "sd3": (("joint_blocks", "joint"),),
                "qwen_image": (("transformer_blocks", "qwen"),),
-               "lumina2": (("layers", "lumina"),)}
+               "lumina2": (("layers", "lumina"),),
+               "hidream": (("double_stream_blocks", "hidream"), ("single_stream_blocks", "hidream"))}
 OUT_OF_PLACE = {"double": double_block_forward, "single": single_block_forward}
 
-SUPPORTED = "Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image"
+# diffusion-model class -> family (Flux.2 is a Flux with global modulation)
+ARCHITECTURES = {Flux: "flux", Chroma: "chroma", OpenAISignatureMMDITWrapper: "sd3",
+                 QwenImageTransformer2DModel: "qwen_image", NextDiT: "lumina2",
+                 HiDreamImageTransformer2DModel: "hidream"}
+SUPPORTED = ("Flux.1 (dev, schnell, Kontext, Krea), Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image, "
+             "HiDream-I1")
 
 
 def family_of(model_patcher) -> str:
@@ -102,18 +115,9 @@ def family_of(model_patcher) -> str:
     base = model_patcher.model
     dm = getattr(base, "diffusion_model", None)
     sampling = model_patcher.get_model_object("model_sampling")
-    kind = type(dm)
-    family = None
-    if kind is Flux:
-        family = "flux2" if dm.params.global_modulation else "flux"
-    elif kind is Chroma:
-        family = "chroma"
-    elif kind is OpenAISignatureMMDITWrapper:
-        family = "sd3"
-    elif kind is QwenImageTransformer2DModel:
-        family = "qwen_image"
-    elif kind is NextDiT:
-        family = "lumina2"
+    family = ARCHITECTURES.get(type(dm))       # exact classes: subclasses (e.g. ChromaRadiance) are other models
+    if family == "flux" and dm.params.global_modulation:
+        family = "flux2"
     if family is None or not isinstance(sampling, comfy.model_sampling.CONST):
         prediction = getattr(getattr(base, "model_type", None), "name", "?")
         raise ValueError(
@@ -214,7 +218,20 @@ def _lumina(block, args, kwargs, grid, modulated):
     return lumina_modulate(block.attention_norm1(x), block.adaLN_modulation(a["adaln_input"]).chunk(4, dim=1)[0])
 
 
-TOKENS = {"double": _flux_double, "single": _flux_single, "joint": _joint, "qwen": _qwen, "lumina": _lumina}
+def _hidream(block, args, kwargs, grid, modulated):
+    # HiDreamImageBlock -> its .block (double or single); image tokens come first in both
+    a = _arguments(block, args, kwargs)
+    inner = block.block
+    x = a["image_tokens"][:, :grid.n]
+    if not modulated:
+        return x
+    chunks = 12 if a["text_tokens"] is not None else 6
+    shift, scale = inner.adaLN_modulation(a["adaln_input"])[:, None].chunk(chunks, dim=-1)[:2]
+    return inner.norm1_i(x).to(dtype=x.dtype) * (1 + scale) + shift
+
+
+TOKENS = {"double": _flux_double, "single": _flux_single, "joint": _joint, "qwen": _qwen, "lumina": _lumina,
+          "hidream": _hidream}
 
 
 def _grid(family: str, dm, latent: torch.Tensor, txt_tokens: int) -> _Grid:
@@ -328,7 +345,9 @@ class FlowFeatures:
     distinct layer, in ascending order (the ``features`` callable of ``zecon_core``'s guidance).
 
     ``latent``: model-space latent (``process_latent_in`` applied) as the diffusion model takes it
-    ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it."""
+    ([B, C, H, W]; Qwen-Image [B, C, 1, H, W]); differentiable with respect to it. A no-grad call with
+    the tensor of the previous no-grad call (or a view of it with the same layout), unchanged since (the
+    source latent, whose features the guidance asks for at every step), returns the same features."""
 
     def __init__(self, family: str, base_model, model_conds: dict, n_blocks: int, feature: str, device, dtype,
                  layers: tuple[int, ...]):
@@ -353,6 +372,7 @@ class FlowFeatures:
         self.model._modules = {**base_model._modules, "diffusion_model": dm}
         self.model.manual_cast_dtype = dtype
         self._run = None
+        self._source = None     # (latent, its key, features) of the last no-grad call
 
     def _hook(self, position: int, tokens):
         def pre_hook(block, args, kwargs):
@@ -370,11 +390,15 @@ class FlowFeatures:
         if wanted[-1] >= self.n_blocks or wanted[0] < 0:
             raise ValueError(f"zecon_layers: {wanted} outside the {self.n_blocks} blocks these features were built "
                              f"with (0..{self.n_blocks - 1})")
+        key = self._source_key(latent, wanted)
+        if key is not None and self._source is not None and self._source[1] == key:
+            return self._source[2]
         b = latent.shape[0]
         kwargs = {k: c.process_cond(batch_size=b, area=None).concat([]) for k, c in self.model_conds.items()}
         context = kwargs.get("c_crossattn")
         grid = _grid(self.family, self.diffusion_model, latent, 0 if context is None else context.shape[1])
-        options = {"optimized_attention_override": differentiable_attention} if torch.is_grad_enabled() else {}
+        differentiated = torch.is_grad_enabled() or latent.is_meta   # (ComfyUI's CPU kernel queries device memory)
+        options = {"optimized_attention_override": differentiable_attention} if differentiated else {}
         sigma = torch.zeros(b, device=latent.device)
         self._run = run = _Run(wanted, grid, self.feature == "modulated")
         try:
@@ -386,7 +410,19 @@ class FlowFeatures:
         if len(run.out) != len(wanted):
             raise RuntimeError(f"{type(self.diffusion_model).__name__}'s forward did not reach blocks "
                                f"{[i for i in wanted if i not in run.out]}")
-        return [self._map(run.out[i], grid) for i in wanted]
+        out = [self._map(run.out[i], grid) for i in wanted]
+        if key is not None:
+            self._source = (latent, key, out)      # the tensor is held: its memory cannot be reused meanwhile
+        return out
+
+    @staticmethod
+    def _source_key(latent: torch.Tensor, wanted: list[int]):
+        """What identifies a no-grad call's input without reading it: the same memory, layout and version
+        counter (shared by all views of a tensor, bumped by every in-place change) mean the same values."""
+        if torch.is_grad_enabled() or latent.is_inference() or latent.is_meta:
+            return None
+        return (latent.data_ptr(), latent.shape, latent.stride(), latent.dtype, latent.device, latent._version,
+                tuple(wanted))
 
     @staticmethod
     def _map(tokens: torch.Tensor, grid: _Grid) -> torch.Tensor:
@@ -425,4 +461,7 @@ def build_features(model_patcher, cond, layers=None, feature: str = "modulated",
     dtype = dtype or compute_dtype(base, device)
     with torch.inference_mode(False):
         conds = _model_conds(base, cond, latent, device)
+    if "image_cond" in conds:
+        raise ValueError("model: HiDream-E1's edit conditioning (image_cond: the source image beside the latent) "
+                         "is not supported for ZeCon features; use HiDream-I1")
     return FlowFeatures(family, base, conds, layers[-1] + 1, feature, device, dtype, layers)

@@ -8,7 +8,7 @@ its ZeCon features the DiT tokens of :mod:`.features`, its decoders TAESD (``tae
 latent format, ``taesd3`` for SD3's) or a copy of the VAE's own ``decode``.
 
 Qwen-Image samples 5-D latents [B, C, 1, h, w] (its VAE is Wan 2.1's video VAE): the guidance runs
-on the single frame [B, C, h, w] (:class:`SingleFrame`), the model and features on the 5-D tensor.
+on the single frame [B, C, h, w] (:class:`SingleFrame`), the model, features and VAE on the 5-D tensor.
 
 Full mode differentiates through the whole DiT: Flux-type blocks (Flux.1, Flux.2, Chroma) update
 tensors saved for the backward in place, so during a differentiated pass their forwards are the
@@ -60,8 +60,7 @@ def latent_shape_text(fmt) -> str:
 def check_source(samples: torch.Tensor, model, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` when a LATENT is not of the model's latent format (channels, dims)."""
     fmt = model.model.latent_format
-    dims_ok = samples.ndim == fmt.latent_dimensions + 2 or (fmt.latent_dimensions == 3 and samples.ndim == 4)
-    if samples.shape[1] != fmt.latent_channels or not dims_ok:
+    if samples.shape[1] != fmt.latent_channels or samples.ndim != fmt.latent_dimensions + 2:
         raise ValueError(
             f"{name}: a {samples.shape[1]}-channel {samples.ndim}-D latent, but {type(model.model).__name__} works on "
             f"{latent_shape_text(fmt)} latents: encode the picture with this model's VAE (a latent of another "
@@ -88,39 +87,50 @@ def check_vae(vae, model) -> None:
 def check_decoder(decoder: str, model, vae) -> None:
     """Refuse, naming ``decoder``, a decoder the guidance cannot differentiate for this flow model."""
     fmt = model.model.latent_format
-    if fmt.latent_dimensions != 2:
-        raise ValueError(
-            f"decoder: {type(model.model).__name__}'s latents are decoded by a video VAE (Wan 2.1) that the "
-            f"guidance cannot differentiate yet; on this model only the ZeCon and MSE losses work (set the CLIP, "
-            f"VGG and range weights to 0 with ZeCon Guidance, or connect no style).")
     if decoder == "taesd" and fmt.taesd_decoder_name in VIDEO_TAES:
-        raise ValueError(f"decoder: {fmt.taesd_decoder_name} is a video decoder; use decoder 'vae'")
+        raise ValueError(f"decoder: this model's TAESD ({fmt.taesd_decoder_name}) is a video decoder; use decoder "
+                         f"'vae' with the model's VAE")
     if decoder == "vae" and not hasattr(vae.first_stage_model, "decode"):
         raise ValueError(f"decoder: 'vae' cannot decode with {type(vae.first_stage_model).__name__}; use 'taesd'")
 
 
 class _StageDecode(torch.nn.Module):
-    """The VAE's own ``decode`` (post_quant_conv, Flux.2's latent batch-norm, decoder) on a copy without encoder."""
+    """The VAE's own ``decode`` (post_quant_conv, Flux.2's latent batch-norm, decoder; Wan 2.1's video decoder
+    on one frame) on a copy without encoder."""
 
-    def __init__(self, stage):
+    def __init__(self, stage, frames: bool):
         super().__init__()
-        self.stage = stage
+        self.stage, self.frames = stage, frames
 
     def forward(self, z):
-        return self.stage.decode(z)
+        return self.stage.decode(z)[:, :, 0] if self.frames else self.stage.decode(z)
 
 
 def stage_decoder(vae, base_model, device) -> B.Decoder:
     """A differentiable copy of the VAE's decoding half (the encoder is not copied); float32 on the CPU,
-    bfloat16 in place of fp16 elsewhere."""
+    bfloat16 in place of fp16 elsewhere. It takes the guidance's 4-D latents (Qwen-Image's one frame too)."""
     stage = vae.first_stage_model
     dtype = torch.bfloat16 if vae.vae_dtype == torch.float16 else vae.vae_dtype
     if device.type == "cpu":
         dtype = torch.float32
     memo = {id(m): None for name, m in stage.named_children() if name in ("encoder", "quant_conv")}
     with torch.inference_mode(False):
-        module = _StageDecode(copy.deepcopy(stage, memo)).to(device, dtype).requires_grad_(False)
-    return B.Decoder(module, base_model.process_latent_out, dtype)
+        frames = base_model.latent_format.latent_dimensions == 3
+        module = _StageDecode(copy.deepcopy(stage, memo), frames).to(device, dtype).requires_grad_(False)
+        fmt = _plain_format(base_model.latent_format)
+    if frames:
+        return B.Decoder(module, lambda z: fmt.process_out(z.unsqueeze(2)), dtype)
+    return B.Decoder(module, fmt.process_out, dtype)
+
+
+def _plain_format(fmt):
+    """A copy of a latent format whose tensors (Wan 2.1's latents_mean / latents_std, made under inference
+    mode) are normal tensors: a backward through ``process_out`` saves them."""
+    fmt = copy.copy(fmt)
+    for name, value in vars(fmt).items():
+        if torch.is_tensor(value):
+            setattr(fmt, name, value.clone())
+    return fmt
 
 
 @contextlib.contextmanager

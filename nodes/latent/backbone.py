@@ -34,6 +34,44 @@ def with_differentiable_attention(transformer_options: dict) -> dict:
     return {**transformer_options, "optimized_attention_override": differentiable_attention}
 
 
+def _own_copy(t: torch.Tensor) -> torch.Tensor:
+    return t.clone()
+
+
+def _as_saved(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
+def differentiable_patch(patch):
+    """``patch`` (a model patch, e.g. FreeU's output-block patch) made safe for a backward pass through it.
+
+    Patches may write into their tensors in place: FreeU_V2 computes a scale from ``h``, multiplies
+    a slice of ``h`` by it (autograd keeps that slice for the backward) and writes the product back
+    into ``h``, which breaks the backward ("modified by an inplace operation"). The wrapped patch gets
+    copies of its tensor arguments (the caller's tensors stay as they were), and every tensor its
+    operations keep for the backward is kept as a copy taken when it is saved (saved-tensor hooks), so
+    a later in-place write cannot change what the backward reads: the gradient of the patch as if it
+    were written out of place. Same values; memory: one copy of what the patch saves."""
+
+    def run(*args, **kwargs):
+        args = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+        with torch.autograd.graph.saved_tensors_hooks(_own_copy, _as_saved):
+            return patch(*args, **kwargs)
+
+    return run
+
+
+def with_differentiable_patches(transformer_options: dict) -> dict:
+    """A copy of ``transformer_options`` whose model patches (``patches``: FreeU's output-block patch, input-block
+    and attention patches, ...) are wrapped by :func:`differentiable_patch`; the model's own options are untouched."""
+    patches = transformer_options.get("patches")
+    if not patches:
+        return transformer_options
+    wrapped = {kind: [differentiable_patch(p) for p in fns] if isinstance(fns, list) else fns
+               for kind, fns in patches.items()}
+    return {**transformer_options, "patches": wrapped}
+
+
 @contextlib.contextmanager
 def checkpointed_blocks(unet: torch.nn.Module):
     """Inside the block, every ResBlock and SpatialTransformer of ``unet`` is recomputed in the backward

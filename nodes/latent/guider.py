@@ -23,14 +23,19 @@ from ...zecon_core.guidance.clip_model import ClipModel
 from ...zecon_core.guidance.draws import Draws
 from ...zecon_core.guidance.core import GuidanceConfig, GuidanceInputs, ZeconGuidance
 from ...zecon_core.flow import FLOW_SHIFT
-from ...zecon_core.latent import EPS_SHIFT, LatentGuidance, LatentSource, needs_decoder
+from ...zecon_core.latent import EPS_SHIFT, LatentGuidance, LatentSource, needs_decoder, source_for_batch
 from ...zecon_core.guidance.mask import prepare_mask
 from ...zecon_core.guidance.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
 from ..flow import guidance as FG
+from ..progress import tell
 from . import backbone as B
 
 RUN_KEY = "zecon_latent_run"
+WARNED_KEY = "zecon_latent_warned"
+# A shift this many times the prediction's largest value swamps the picture (strength 100 x weight 1e7
+# gave values around 1e10): said once per run.
+SHIFT_WARNING = 100.0
 # CLIP views with gradients per pass on a GPU: 64 views of ViT-B/16 in one fp32 pass keep ~7 GB of
 # activations; in passes of 16 (each differentiated and freed before the next, same gradient) ~1 GB.
 GPU_CLIP_BATCH = 16
@@ -57,6 +62,7 @@ class GuiderPlan:
     mask: torch.Tensor | None = None   # ComfyUI MASK: restyle only there
     feather: float = 0.0               # pixels of the decoded image
     family: str = "sd"                 # "sd" or the flow family (nodes/flow/guidance.guided_family)
+    node_id: str | None = None         # the guider node (its progress text)
 
     @property
     def active(self) -> bool:
@@ -111,10 +117,10 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
             full = self.plan.mode == "full"
             frame = FG.SingleFrame(x.ndim == 5)
             guided_options = model_options
-            if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention)
-                guided_options = dict(model_options)
-                guided_options["transformer_options"] = B.with_differentiable_attention(
-                    model_options.get("transformer_options", {}))
+            if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention),
+                guided_options = dict(model_options)   # and its patches must not write into saved tensors (FreeU)
+                guided_options["transformer_options"] = B.with_differentiable_patches(B.with_differentiable_attention(
+                    model_options.get("transformer_options", {})))
 
             def denoise(xx):
                 return comfy.samplers.sampling_function(
@@ -130,6 +136,11 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
                     FG.normal_parameters(dm)
                     stack.enter_context(FG.out_of_place_blocks(dm, self.plan.family))
                 out, _ = guidance(frame.denoise(denoise), frame.down(x), sigma, step, self.plan.mode)
+        if guidance.shift_ratio > SHIFT_WARNING and not model_options.get(WARNED_KEY):
+            model_options[WARNED_KEY] = True
+            tell(f"ZeCon Guider: the guidance shift is {guidance.shift_ratio:.3g} times the prediction's largest "
+                 f"value (step {step}): the result will be the shift, not a picture. Lower the strength "
+                 f"({self.plan.strength:g}) or the loss weights.", self.plan.node_id)
         return frame.up(out)
 
     def _start_run(self, x: torch.Tensor) -> LatentGuidance:
@@ -160,15 +171,16 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor | None, y: torch.Ten
     decode = None
     if needs_decoder(cfg.weights_on()):
         if plan.decoder == "vae":
-            decode = B.vae_decoder(plan.vae, base, dev) if plan.family == FG.SD else FG.stage_decoder(plan.vae, base, dev)
+            vae_decoder = B.vae_decoder if plan.family == FG.SD else FG.stage_decoder
+            decode = vae_decoder(plan.vae, base, dev)
         else:
             decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
-    source = LatentSource.decoded(z_src, decode)
+    source = LatentSource.decoded(source_for_batch(z_src, batch), decode)
     latent_mask, region = run_masks(plan, batch, x.shape[-2:], None if source.image is None else source.image.shape[-2:])
     if cfg.zecon > 0:
         if features is None:
             features = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
-        features = source_cached(features, z_src)
+        features = source_cached(features, source.latent)
     tgt = src = torch.zeros(1, 1, device=dev)
     clip = None
     if cfg.uses_clip:

@@ -12,6 +12,7 @@ from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
 from ..flow import guidance as FG
 from ..pixel.sampler import SEED_MAX
+from ..progress import tell
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
 from . import backbone as B
 from .guider import GuiderPlan, ZeconCFGGuider
@@ -58,9 +59,14 @@ def resolve_config(bundle, model, family: str, zecon_layers: str, has_style: boo
 
 
 def check_mask(mask, samples) -> None:
-    """Refuse a mask the source latent's batch cannot take, or an empty one, before anything runs."""
+    """Refuse a mask the source latent's batch cannot take, or an empty one, before anything runs.
+
+    A source of one picture serves any sampled batch: its masks are counted when sampling starts."""
+    batch = samples.shape[0]
+    if batch == 1 and mask.ndim >= 3:
+        batch = mask.shape[0]
     try:
-        prepare_mask(mask.float(), samples.shape[0], *samples.shape[-2:])
+        prepare_mask(mask.float(), batch, *samples.shape[-2:])
     except ValueError as e:
         raise ValueError(f"mask: {e}") from None
 
@@ -89,7 +95,10 @@ class ZeconGuider(io.ComfyNode):
                                                           "context of the ZeCon encoder features."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="Classifier-free guidance scale, as in KSampler."),
-                io.Latent.Input("source", tooltip="VAE Encode of the source picture: what the content losses keep."),
+                io.Latent.Input("source", tooltip="VAE Encode of the source picture: what the content losses keep. One "
+                                                  "picture serves every image of a batch. A noise mask on it "
+                                                  "(SetLatentNoiseMask) is the region to restyle, as the mask "
+                                                  "input."),
                 io.Combo.Input("mode", options=list(GUIDANCE_MODES), default="shortcut",
                                tooltip="shortcut: the loss gradient is taken on the denoised prediction (fast, no "
                                        "backward through the UNet). full: through the UNet, as the original "
@@ -116,7 +125,8 @@ class ZeconGuider(io.ComfyNode):
                 io.Boolean.Input("gradient_checkpointing", default=False, optional=True,
                                  tooltip="full mode: recompute the UNet's blocks during the backward pass instead "
                                          "of keeping their activations. Same result, much less memory (SDXL full "
-                                         "mode on 24 GB), one more UNet forward per guided step."),
+                                         "mode on 24 GB), one more UNet forward per guided step. SD UNets only "
+                                         "(flow models ignore it)."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE: needed for decoder 'vae'; checked "
                                                            "against the model's latent format."),
                 ZeconClip.Input("clip", optional=True, tooltip="CLIP that scores the style (ZeCon CLIP Loader). "
@@ -139,11 +149,14 @@ class ZeconGuider(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, mode, decoder, start_percent, end_percent, zecon_layers) -> bool:
-        errors = [V.combo("mode", mode, GUIDANCE_MODES), V.combo("decoder", decoder, B.DECODERS)]
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        start_percent, end_percent = values.get("start_percent"), values.get("end_percent")
+        zecon_layers = values.get("zecon_layers")
+        errors = [*V.schema_errors(cls, values, input_types), V.combo("mode", values.get("mode"), GUIDANCE_MODES),
+                  V.combo("decoder", values.get("decoder"), B.DECODERS)]
         if zecon_layers is not None and zecon_layers.strip() != AUTO_LAYERS:
             errors.append(V.layers(zecon_layers))
-        if start_percent is not None and end_percent is not None and start_percent > end_percent:
+        if not any(errors) and start_percent is not None and end_percent is not None and start_percent > end_percent:
             errors.append(f"end_percent: must be >= start_percent ({start_percent}), got {end_percent}")
         return V.result(*errors)
 
@@ -151,6 +164,8 @@ class ZeconGuider(io.ComfyNode):
     def execute(cls, model, positive, negative, cfg, source, mode, decoder, start_percent, end_percent, strength,
                 seed, zecon_layers, gradient_checkpointing=False, vae=None, clip=None, style=None, mask=None,
                 feather=8, guidance=None) -> io.NodeOutput:
+        V.result(*V.schema_errors(cls, dict(cfg=cfg, mode=mode, decoder=decoder, start_percent=start_percent,
+                                            end_percent=end_percent, strength=strength, feather=feather), None))
         family = FG.guided_family(model)
         flow = family != FG.SD
         if vae is not None:
@@ -164,10 +179,15 @@ class ZeconGuider(io.ComfyNode):
             raise ValueError("clip: a style is connected but no CLIP model to score it")
         config = resolve_config(guidance, model, family, zecon_layers, style is not None)
         samples = source["samples"]
-        if flow:
-            FG.check_source(samples, model, "source")
-            if strength > 0 and needs_decoder(config.weights_on()):
-                FG.check_decoder(decoder, model, vae)
+        FG.check_source(samples, model, "source")
+        if flow and strength > 0 and needs_decoder(config.weights_on()):
+            FG.check_decoder(decoder, model, vae)
+        if source.get("noise_mask") is not None:
+            if mask is None:
+                mask = source["noise_mask"]   # SetLatentNoiseMask on the source: restyle that region
+            else:
+                tell("source: its noise mask (SetLatentNoiseMask) is not used: the guider's mask input is "
+                     "connected and sets the region", cls.hidden.unique_id)
         if mask is not None:
             check_mask(mask, samples)
         taesd_path = None
@@ -179,7 +199,8 @@ class ZeconGuider(io.ComfyNode):
                           style=style if config.uses_clip else None,
                           vgg=guidance.vgg if guidance is not None else None,
                           checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather),
-                          family=family)
+                          family=family,
+                          node_id=cls.hidden.unique_id)
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)
         guider.set_conds(positive, negative)

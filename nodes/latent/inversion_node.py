@@ -10,6 +10,8 @@ The same with core nodes: BasicScheduler (steps / denoise) -> FlipSigmas -> Samp
 
 from __future__ import annotations
 
+import math
+
 import comfy.samplers
 import latent_preview
 import torch
@@ -19,6 +21,7 @@ from ...zecon_core import flow
 from ...zecon_core.latent import invert
 from .. import validation as V
 from ..flow import guidance as FG
+from ..progress import tell
 
 
 def inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, rectified_flow=False):
@@ -43,15 +46,20 @@ def inversion_sigmas(model, steps: int, denoise: float, scheduler: str) -> torch
     return sigmas[-(steps + 1):]
 
 
-def check_sigmas(sigmas: torch.Tensor) -> None:
+def check_sigmas(sigmas: torch.Tensor, made_by: str = "sigmas") -> None:
+    """Refuse a schedule the inversion cannot run up; ``made_by`` names the input that made it."""
     if sigmas.ndim != 1 or sigmas.shape[0] < 2:
         raise ValueError(f"sigmas: need at least two noise levels (one step), got shape {tuple(sigmas.shape)}")
+    if not torch.isfinite(sigmas).all():
+        bad = [i for i, s in enumerate(sigmas.tolist()) if not math.isfinite(s)]
+        raise ValueError(f"{made_by}: the schedule has a NaN or infinite noise level (at position {bad[0]} of "
+                         f"{sigmas.shape[0]}): {[round(s, 4) for s in sigmas.tolist()]}")
     if not (sigmas[1:] < sigmas[:-1]).all():
         raise ValueError("sigmas: expected a descending schedule as BasicScheduler / SplitSigmas give it "
                          "(the inversion runs it backwards)")
     if float(sigmas[-1]) != 0.0:
         raise ValueError(f"sigmas: the schedule must end at 0 (the clean picture), it ends at {float(sigmas[-1]):.4g}; "
-                         f"use the high part of SplitSigmas")
+                         f"give the low part of SplitSigmas (low_sigmas), which ends at 0")
 
 
 class ZeconLatentInversion(io.ComfyNode):
@@ -97,24 +105,32 @@ class ZeconLatentInversion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, scheduler) -> bool:
-        return V.result(V.combo("scheduler", scheduler, comfy.samplers.SCHEDULER_NAMES))
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types),
+                        V.combo("scheduler", values.get("scheduler"), comfy.samplers.SCHEDULER_NAMES))
 
     @classmethod
     def execute(cls, model, latent, conditioning, cfg, steps, denoise, scheduler, sigmas=None) -> io.NodeOutput:
+        V.result(*V.schema_errors(cls, dict(cfg=cfg, steps=steps, denoise=denoise, scheduler=scheduler), None))
+        made_by = "sigmas"
         rectified_flow = FG.guided_family(model) != FG.SD
         given = sigmas is not None
         if sigmas is None:
             sigmas = inversion_sigmas(model, steps, denoise, scheduler)
-        check_sigmas(sigmas)
+            made_by = f"scheduler: {scheduler} at {steps} step(s), denoise {denoise}"
+        check_sigmas(sigmas, made_by)
         samples = latent["samples"]
+        FG.check_source(samples, model, "latent")
         if rectified_flow:
-            FG.check_source(samples, model, "latent")
             try:
                 flow.check_flow_sigmas(sigmas)
             except ValueError as e:
                 raise ValueError(str(e) if given else f"denoise: {denoise} starts the inversion at pure noise; "
                                                       f"{e}") from None
+        if latent.get("noise_mask") is not None:
+            tell("latent: its noise mask (SetLatentNoiseMask) is not used here: the whole picture is inverted, and "
+                 "the inverted latent carries no noise mask. To restyle only that region, give the noise-masked "
+                 "LATENT to the ZeCon Guider's source (or the MASK to its mask input).", cls.hidden.unique_id)
         guider = comfy.samplers.CFGGuider(model)
         guider.set_conds(conditioning, conditioning)
         guider.set_cfg(cfg)

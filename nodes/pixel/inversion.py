@@ -76,10 +76,12 @@ class ZeconInversion(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, respacing, skip, size_policy) -> bool:
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        respacing = values.get("respacing")
         _, bad_respacing = V.schedule(respacing)
-        return V.result(bad_respacing, None if bad_respacing else V.skip(respacing, skip),
-                        V.combo("size_policy", size_policy, SIZE_POLICIES))
+        return V.result(*V.schema_errors(cls, values, input_types), bad_respacing,
+                        None if bad_respacing else V.skip(respacing, values.get("skip")),
+                        V.combo("size_policy", values.get("size_policy"), SIZE_POLICIES))
 
     @classmethod
     def execute(cls, model, image, respacing, skip, size_policy, size) -> io.NodeOutput:

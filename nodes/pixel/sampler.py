@@ -5,6 +5,7 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ...zecon_core.files.images import to_bhwc
+from ...zecon_core.guidance.mask import DEFAULT_FEATHER
 from ...zecon_core.pixel.pipeline import START_MODES, sample_guided
 from ...zecon_core.pixel.sampler import SAMPLERS
 from .. import validation as V
@@ -13,7 +14,6 @@ from ..progress import NodeProgress
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconLatent, ZeconModel, ZeconStyle
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
-DEFAULT_FEATHER = 8
 
 
 def mask_inputs() -> list:
@@ -105,8 +105,9 @@ class ZeconSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, sampler, start) -> bool:
-        return V.result(V.combo("sampler", sampler, SAMPLERS), V.combo("start", start, START_MODES))
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        return V.result(*V.schema_errors(cls, values, input_types), V.combo("sampler", values.get("sampler"), SAMPLERS),
+                        V.combo("start", values.get("start"), START_MODES))
 
     @classmethod
     def execute(cls, model, latent, style, clip, guidance, sampler, eta, seed, start, mask=None,

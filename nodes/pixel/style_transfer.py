@@ -59,10 +59,13 @@ class ZeconStyleTransfer(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, respacing, skip, size_policy, sampler) -> bool:
+    def validate_inputs(cls, input_types=None, **values) -> bool:
+        respacing = values.get("respacing")
         _, bad_respacing = V.schedule(respacing)
-        return V.result(bad_respacing, None if bad_respacing else V.skip(respacing, skip),
-                        V.combo("size_policy", size_policy, SIZE_POLICIES), V.combo("sampler", sampler, SAMPLERS))
+        return V.result(*V.schema_errors(cls, values, input_types), bad_respacing,
+                        None if bad_respacing else V.skip(respacing, values.get("skip")),
+                        V.combo("size_policy", values.get("size_policy"), SIZE_POLICIES),
+                        V.combo("sampler", values.get("sampler"), SAMPLERS))
 
     @classmethod
     def execute(cls, image, model, clip, target_prompt, source_prompt, respacing, skip, size_policy, size, seed,

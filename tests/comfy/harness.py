@@ -327,6 +327,7 @@ class _WsListener:
         self.path = "/ws?clientId=" + urllib.parse.quote(client_id)
         self.events: list[dict] = []
         self.previews: list[tuple[str, bytes, dict]] = []
+        self.texts: list[tuple[str, str]] = []   # (node id, text): a node's progress text
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -401,6 +402,9 @@ class _WsListener:
                 (n,) = struct.unpack(">I", data[4:8])
                 meta = json.loads(data[8:8 + n])
                 self.previews.append((meta.get("image_type", ""), data[8 + n:], meta))
+            elif kind == 3:  # TEXT (send_progress_text): node id length + node id + text
+                (n,) = struct.unpack(">I", data[4:8])
+                self.texts.append((data[8:8 + n].decode(), data[8 + n:].decode("utf-8", "replace")))
             elif kind == 1:  # PREVIEW_IMAGE: 4-byte format (1 JPEG, 2 PNG) + image
                 (fmt,) = struct.unpack(">I", data[4:8])
                 self.previews.append(("image/png" if fmt == 2 else "image/jpeg", data[8:], {}))

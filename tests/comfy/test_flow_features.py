@@ -18,7 +18,8 @@ pytestmark = pytest.mark.comfy
 
 FLUX_TYPE = ("flux_dev", "flux_schnell", "flux2", "chroma")
 FAMILY = {"flux_dev": "flux", "flux_schnell": "flux", "flux2": "flux2", "chroma": "chroma", "sd3": "sd3",
-          "sd35": "sd3", "qwen_image": "qwen_image", "lumina2": "lumina2", "zimage": "lumina2"}
+          "sd35": "sd3", "qwen_image": "qwen_image", "lumina2": "lumina2", "zimage": "lumina2",
+          "hidream": "hidream"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def blocks_in_order(F, model, family):
 # token, sub-module whose input is the residual stream); the image tokens are sliced as features.py does.
 PROBES = {"double": ("img_attn.qkv", "img_norm1"), "single": ("linear1", "pre_norm"),
           "joint": ("x_block.attn.qkv", "x_block.norm1"), "qwen": ("attn.to_q", "img_norm1"),
-          "lumina": ("attention.qkv", "attention_norm1")}
+          "lumina": ("attention.qkv", "attention_norm1"), "hidream": ("block.attn1", "block.norm1_i")}
 
 
 def image_slice(kind, tokens, n, txt, pad):
@@ -168,6 +169,69 @@ def test_features_differentiable_deterministic_and_batched(F, family):
     assert all(torch.equal(a, b) for a, b in zip(one, again))
     # the batch of two gives each latent its own features (the context is repeated per latent)
     assert all(torch.allclose(a[1:], b, atol=1e-5) for a, b in zip(values[0], one))
+
+
+@pytest.mark.parametrize("family", ["flux_dev", "qwen_image"])
+def test_every_form_of_the_conditioning_gives_the_same_features(F, family):
+    """CONDITIONING, a guider's processed entry (dict with model_conds) and a model_conds dict."""
+    import comfy.sampler_helpers
+    import comfy.samplers
+    model = tiny_flow.tiny_model(family, seed=22)
+    x = tiny_flow.latent(family, seed=23)
+    cond = tiny_flow.conditioning(family, 7)
+    entry = comfy.samplers.encode_model_conds(model.model.extra_conds, comfy.sampler_helpers.convert_cond(cond), x,
+                                              torch.device("cpu"), "negative")[0]
+    with torch.no_grad():
+        results = [F.build_features(model, c, layers=(0, 1))(x) for c in (cond, entry, entry["model_conds"])]
+        other = F.build_features(model, tiny_flow.conditioning(family, 8), layers=(0, 1))(x)
+    assert all(torch.equal(a, b) for r in results[1:] for a, b in zip(results[0], r))
+    assert not torch.allclose(results[0][1], other[1])      # the context matters from block 1 on
+
+
+@pytest.mark.parametrize("family", ["flux_dev", "sd35", "lumina2"])
+def test_zecons_patchnce_takes_the_features_unchanged_and_decreases_along_its_gradient(F, family):
+    """zecon_core's ZeCon loss (eq. 7) on the DiT features of a prediction against the source's."""
+    from zecon_pack.zecon_core.guidance.losses import zecon_loss
+    model = tiny_flow.tiny_model(family, seed=24)
+    source = tiny_flow.latent(family, seed=25, height=8, width=8)
+    feats = F.build_features(model, tiny_flow.conditioning(family, 7), layers=(0, 1))
+    with torch.no_grad():
+        keys = feats(source)
+    ids = [torch.randperm(k.shape[-2] * k.shape[-1], generator=torch.Generator().manual_seed(i))[:8]
+           for i, k in enumerate(keys)]
+
+    def loss(z):
+        return zecon_loss([f[0] for f in feats(z)], [k[0] for k in keys], ids)
+    z = (source + torch.randn(source.shape, generator=torch.Generator().manual_seed(26))).requires_grad_()
+    before = loss(z)
+    before.backward()
+    with torch.no_grad():
+        after = loss(z - z.grad / z.grad.norm() * 1e-2 * z.norm())
+    assert torch.isfinite(before) and after < before
+
+
+def test_source_features_are_reused_only_for_the_same_unchanged_memory(F, monkeypatch):
+    model = tiny_flow.tiny_model("sd3", seed=20)
+    feats = F.build_features(model, tiny_flow.conditioning("sd3", 7), layers=(0, 1))
+    source = tiny_flow.latent("sd3", seed=21)
+    runs = []
+    apply_model = feats.model.apply_model
+    monkeypatch.setattr(feats.model, "apply_model", lambda *a, **k: (runs.append(1), apply_model(*a, **k))[1])
+    with torch.no_grad():
+        first = feats(source)
+        assert feats(source) is first and len(runs) == 1
+        assert feats(source.unsqueeze(0)[0]) is first and len(runs) == 1    # a fresh view of it: the same
+        assert feats(source, (0,)) is not first and len(runs) == 2          # other layers: computed
+        same_values = source.clone()
+        assert all(torch.equal(a, b) for a, b in zip(feats(same_values), first)) and len(runs) == 3
+        again = feats(source)
+        source.mul_(0.5)                                                     # changed in place: computed again
+        changed = feats(source)
+    assert len(runs) == 5 and not torch.equal(changed[0], again[0])
+    xg = source.clone().requires_grad_()
+    feats(xg)
+    feats(xg)
+    assert len(runs) == 7                                                    # differentiated calls: never reused
 
 
 def test_features_are_built_on_copies_and_see_weight_patches(F):

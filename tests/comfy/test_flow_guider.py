@@ -13,26 +13,26 @@ import pytest
 import torch
 
 import comfy_inprocess
+import latent_fixtures
 import tiny_flow
 import tiny_sd
+from latent_fixtures import cfg_reference, run_node, sample
 
 pytestmark = pytest.mark.comfy
 
-FAMILIES = ("flux_dev", "flux_schnell", "flux2", "chroma", "sd3", "sd35", "qwen_image", "lumina2", "zimage")
-# families whose 16-channel 2-D latents the tiny 16-channel KL VAE and the TAESD decoders take
-DECODED = ("flux_dev", "flux_schnell", "chroma", "sd3", "sd35", "lumina2", "zimage")
+FAMILIES = tiny_flow.FAMILIES
+# families without a TAESD decoder in ComfyUI 0.3.75 (Flux.2: none; Qwen-Image: a video TAE): decoder 'vae'
+VAE_ONLY = ("flux2", "qwen_image")
 # the output projection of each family's DiT: zeroed, the model predicts one constant velocity
 OUTPUT = {"flux_dev": "final_layer.linear", "flux_schnell": "final_layer.linear", "flux2": "final_layer.linear",
           "chroma": "final_layer.linear", "sd3": "final_layer.linear", "sd35": "final_layer.linear",
-          "qwen_image": "proj_out", "lumina2": "final_layer.linear", "zimage": "final_layer.linear"}
+          "qwen_image": "proj_out", "lumina2": "final_layer.linear", "zimage": "final_layer.linear",
+          "hidream": "final_layer.linear"}
 
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield comfy_inprocess.load(tmp_path_factory.mktemp("comfy_input"))
-    torch.set_num_threads(threads)
+    yield from comfy_inprocess.single_threaded(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +48,7 @@ def taesd(pack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clip_style(pack, tmp_path_factory):
-    from safetensors.torch import save_file
-    from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
-    from zecon_pack.zecon_core.guidance.clip_model import load_clip
-    from zecon_pack.zecon_core.pixel.pipeline import encode_style
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
-    save_file(tiny_clip_state_dict(), str(path))
-    clip = load_clip(path=path)
-    return clip, encode_style(clip, "a watercolor painting", "Photo")
+    return latent_fixtures.clip_and_style(tmp_path_factory.mktemp("clip"))
 
 
 _bundles = {}
@@ -66,8 +59,8 @@ def bundle(family, size=8):
     from types import SimpleNamespace
     import comfy.samplers
     if family not in _bundles:
-        model = tiny_flow.tiny_model(family, 0)
-        with torch.inference_mode():
+        with torch.inference_mode():     # as a loader node makes it in the server: inference-tensor weights
+            model = tiny_flow.tiny_model(family, 0)
             source = tiny_flow.latent(family, 5, height=size, width=size)
             sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 6)[3:]
         _bundles[family] = SimpleNamespace(family=family, model=model, positive=tiny_flow.conditioning(family, 1),
@@ -75,26 +68,9 @@ def bundle(family, size=8):
     return _bundles[family]
 
 
-def run_node(node_cls, **inputs):
-    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
-    with torch.inference_mode():
-        return clone.EXECUTE_NORMALIZED(**inputs).args
-
-
-def sample(guider, latent, sigmas, sampler="euler", seed=0, noise=None, callback=None):
-    import comfy.samplers
-    with torch.inference_mode():
-        noise = torch.zeros_like(latent) if noise is None else noise
-        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, callback=callback,
-                             disable_pbar=True, seed=seed)
-
-
-def cfg_reference(b, cfg=3.0):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(b.model)
-    g.set_conds(b.positive, b.negative)
-    g.set_cfg(cfg)
-    return g
+def family_vae(family):
+    with torch.inference_mode():     # as VAELoader makes it
+        return tiny_flow.tiny_vae(family)
 
 
 def losses(clip=True, **changes):
@@ -139,9 +115,11 @@ def test_zero_weights_and_zero_strength_are_cfg_guider_bit_for_bit(pack, family)
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("mode", ["shortcut", "full"])
 def test_every_family_guides_in_both_modes_and_seeded_runs_repeat(pack, taesd, clip_style, family, mode):
+    """With the CLIP losses on: TAESD where the family has one, else the family's own VAE (Flux.2's
+    batch-norm latents, Qwen-Image's Wan 2.1 video VAE on one frame)."""
     b = bundle(family)
-    style = clip_style if family in DECODED else None
-    runs = [sample(guider(b, style, mode=mode, seed=s), b.source, b.sigmas) for s in (0, 0)]
+    decoder = dict(decoder="vae", vae=family_vae(family)) if family in VAE_ONLY else {}
+    runs = [sample(guider(b, clip_style, mode=mode, seed=s, **decoder), b.source, b.sigmas) for s in (0, 0)]
     assert torch.isfinite(runs[0]).all()
     assert torch.equal(runs[0], runs[1])
     assert (runs[0] - sample(cfg_reference(b), b.source, b.sigmas)).abs().max() > 1e-4
@@ -360,6 +338,20 @@ def test_an_attention_kernel_without_backward_is_bypassed(pack, taesd, clip_styl
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_has_a_verified_taesd_download_or_needs_the_vae(pack, family):
+    """ComfyUI's latent-format TAESD names: taef1 (Flux latents) and taesd3 are in the registry (Git blob id
+    at the pinned commit); Flux.2 names none and Qwen-Image a video TAE, refused by the guider."""
+    from zecon_pack.nodes.flow import guidance as FG
+    from zecon_pack.nodes.latent import taesd
+    name = bundle(family).model.model.latent_format.taesd_decoder_name
+    if family in VAE_ONLY:
+        assert name is None or name in FG.VIDEO_TAES
+    else:
+        entry = taesd._entry_for(name)
+        assert entry is not None and entry.filename == f"{name}.pth" and entry.git_blob and entry.urls
+
+
 def wan_model():
     """A tiny Wan 2.1 text-to-video model (ComfyUI's WAN21_T2V): a video flow model."""
     import comfy.supported_models as sm
@@ -400,7 +392,12 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
         sample(guider(b, mode="full"), b.source, full)
     with pytest.raises(ValueError, match=r"^decoder: this model's latent format names no TAESD decoder"):
         run_node(ZeconGuider, **guider_inputs(bundle("flux2"), guidance=losses(clip=False, range=50.0)))
-    with pytest.raises(ValueError, match=r"^decoder: QwenImage's latents are decoded by a video VAE"):
+    with pytest.raises(ValueError, match=r"^decoder: this model's TAESD \(lighttaew2_1\) is a video decoder"):
         run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), guidance=losses(clip=False, range=50.0)))
+    with pytest.raises(ValueError, match=r"^vae: it makes 16-channel 4-D latents at 1/8 .*\(QwenImage\) works on "
+                                         r"16-channel 5-D"):
+        run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), vae=tiny_flow.tiny_vae("flux_dev")))
+    with pytest.raises(ValueError, match=r"^source: a 16-channel 4-D latent, but QwenImage works on 16-channel 5-D"):
+        run_node(ZeconGuider, **guider_inputs(bundle("qwen_image"), source={"samples": b.source}))
     with pytest.raises(ValueError, match=r"^zecon_layers: block 9 does not exist; this flux model has 4"):
         run_node(ZeconGuider, **guider_inputs(b, zecon_layers="0,9"))

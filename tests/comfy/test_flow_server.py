@@ -40,12 +40,14 @@ RUNS = [("flux_dev", "euler", "shortcut", "taesd", True, True),
         ("zimage", "euler_ancestral", "full", "taesd", False, False),
         ("zimage", "dpmpp_2m", "shortcut", "vae", True, False),
         ("lumina2", "euler", "full", "taesd", True, False),
-        ("flux2", "euler", "shortcut", "taesd", False, True),
-        ("flux2", "euler_ancestral", "full", "taesd", False, False),
-        ("flux2", "dpmpp_2m", "shortcut", "taesd", False, False),
-        ("qwen_image", "euler", "shortcut", "taesd", False, True),
-        ("qwen_image", "dpmpp_sde", "full", "taesd", False, False),
-        ("qwen_image", "dpmpp_2m", "shortcut", "taesd", False, False)]
+        ("hidream", "euler", "shortcut", "taesd", True, True),
+        ("hidream", "dpmpp_sde", "full", "vae", True, False),
+        ("flux2", "euler", "shortcut", "vae", True, True),
+        ("flux2", "euler_ancestral", "full", "vae", False, False),
+        ("flux2", "dpmpp_2m", "shortcut", "vae", True, False),
+        ("qwen_image", "euler", "shortcut", "vae", True, True),
+        ("qwen_image", "dpmpp_sde", "full", "vae", False, False),
+        ("qwen_image", "dpmpp_2m", "shortcut", "vae", True, False)]
 
 
 @pytest.fixture(scope="module")
@@ -85,17 +87,17 @@ def _branch(p: dict, n: str, family: str, sampler: str, mode: str, decoder: str,
               "decoder": decoder, "start_percent": 0.0, "end_percent": 1.0, "strength": 1.0, "seed": seed,
               "zecon_layers": "auto", "gradient_checkpointing": False, "feather": 8}
     if decoder == "vae":
-        p[n + "2"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "flow", "seed": 0}}
-        guider["vae"] = [n + "2", 2]
+        p[n + "2"] = {"class_type": "ZeconTestTinyFlowVAE", "inputs": {"family": family, "seed": 0}}
+        guider["vae"] = [n + "2", 0]
     if clip:
-        guider.update(clip=["801", 0], style=["802", 0])
+        guider.update(clip=["99001", 0], style=["99002", 0])
     if mask:
         p[n + "3"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 64, "height": 32}}
         guider["mask"] = [n + "3", 0]
     p[n + "4"] = {"class_type": "ZeconGuider", "inputs": guider}
     p[n + "5"] = {"class_type": "KSamplerSelect", "inputs": {"sampler_name": sampler}}
     p[n + "6"] = {"class_type": "SamplerCustomAdvanced",
-                  "inputs": {"noise": ["800", 0], "guider": [n + "4", 0], "sampler": [n + "5", 0],
+                  "inputs": {"noise": ["99000", 0], "guider": [n + "4", 0], "sampler": [n + "5", 0],
                              "sigmas": [n + "1", 1], "latent_image": [n + "1", 0]}}
     p[n + "7"] = {"class_type": "SaveLatent", "inputs": {"samples": [n + "6", 0],
                                                          "filename_prefix": f"zecon_test/flow_{n}"}}
@@ -103,11 +105,11 @@ def _branch(p: dict, n: str, family: str, sampler: str, mode: str, decoder: str,
 
 
 def _prompt(runs, seed: int) -> tuple[dict, list[str]]:
-    p = {"800": {"class_type": "DisableNoise", "inputs": {}},
-         "801": {"class_type": "ZeconClipLoader",
+    p = {"99000": {"class_type": "DisableNoise", "inputs": {}},
+         "99001": {"class_type": "ZeconClipLoader",
                  "inputs": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": zt.TINY_CLIP}},
-         "802": {"class_type": "ZeconStylePrompt",
-                 "inputs": {"clip": ["801", 0], "target_prompt": "a watercolor painting", "source_prompt": "Photo"}}}
+         "99002": {"class_type": "ZeconStylePrompt",
+                 "inputs": {"clip": ["99001", 0], "target_prompt": "a watercolor painting", "source_prompt": "Photo"}}}
     saves = [_branch(p, str(10 * (i + 1)), *run, seed=seed) for i, run in enumerate(runs)]
     return p, saves
 
@@ -145,8 +147,8 @@ def _error(client, prompt, node: str, starts: str, *words: str) -> None:
 
 
 def test_bad_inputs_are_clear_errors_and_the_server_runs_on(client):
-    """A VAE / source latent of another latent format, inversion schedules reaching σ = 1, a video VAE's
-    family with the image losses (a video model itself: test_flow_guider, in-process)."""
+    """A VAE / source latent of another latent format, inversion schedules reaching σ = 1, TAESD where the
+    family has none (a video model itself: test_flow_guider, in-process)."""
     good, good_saves = _prompt(RUNS[:1], next(_SEEDS))
     p, _ = _prompt(RUNS[:1], next(_SEEDS))
     p["900"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "sd15", "seed": 0}}
@@ -165,7 +167,9 @@ def test_bad_inputs_are_clear_errors_and_the_server_runs_on(client):
     p["101"]["inputs"]["sigmas"] = ["902", 0]
     _error(client, p, "101", "sigmas:", "σ = 1")
     p, _ = _prompt([("qwen_image", "euler", "shortcut", "taesd", True, False)], next(_SEEDS))
-    _error(client, p, "104", "decoder:", "video VAE")
+    _error(client, p, "104", "decoder:", "lighttaew2_1", "video decoder")
+    p, _ = _prompt([("flux2", "euler", "shortcut", "taesd", True, False)], next(_SEEDS))
+    _error(client, p, "104", "decoder:", "no TAESD decoder", "'vae'")
     p, _ = _prompt(RUNS[:1], next(_SEEDS))
     p["903"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     p["101"]["inputs"]["latent"] = ["903", 0]

@@ -11,6 +11,7 @@ import torch
 import comfy_inprocess
 import latent_fixtures
 import tiny_sd
+from latent_fixtures import cfg_reference, run_node, sample
 
 pytestmark = pytest.mark.comfy
 
@@ -34,35 +35,12 @@ def taesd(pack, tmp_path_factory):
     return paths
 
 
-def run_node(node_cls, **inputs):
-    """Run a V3 node the way ComfyUI's executor does (class clone, hidden inputs, inference mode)."""
-    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
-    with torch.inference_mode():
-        return clone.EXECUTE_NORMALIZED(**inputs).args
-
-
-def sample(guider, latent, sigmas, sampler="euler", seed=0, noise=None, callback=None):
-    import comfy.samplers
-    with torch.inference_mode():
-        noise = torch.zeros_like(latent) if noise is None else noise
-        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, callback=callback,
-                             disable_pbar=True, seed=seed)
-
-
 def guider_inputs(bundle, **changes):
     inputs = dict(model=bundle.model, positive=bundle.positive, negative=bundle.negative, cfg=3.0,
                   source={"samples": bundle.source}, mode="shortcut", decoder="taesd", start_percent=0.0,
                   end_percent=1.0, strength=1.0, seed=0, zecon_layers="auto")
     inputs.update(changes)
     return inputs
-
-
-def cfg_reference(bundle, cfg=3.0):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(bundle.model)
-    g.set_conds(bundle.positive, bundle.negative)
-    g.set_cfg(cfg)
-    return g
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "ddpm"])
@@ -82,15 +60,7 @@ def test_zero_weights_give_cfg_guider_bit_for_bit(pack, sd15, taesd, sampler):
 
 @pytest.fixture(scope="module")
 def clip_style(pack, tmp_path_factory):
-    """The pack's tiny CLIP (real open_clip architecture) and a style encoded with it."""
-    from zecon_pack.zecon_core.guidance.clip_model import load_clip
-    from zecon_pack.zecon_core.pixel.pipeline import encode_style
-    from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
-    from safetensors.torch import save_file
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
-    save_file(tiny_clip_state_dict(), str(path))
-    clip = load_clip(path=path)
-    return clip, encode_style(clip, "a watercolor painting", "Photo")
+    return latent_fixtures.clip_and_style(tmp_path_factory.mktemp("clip"))
 
 
 def all_losses(**changes):
@@ -315,14 +285,16 @@ def test_guided_prediction_outside_the_mask_is_the_source(pack, sd15, taesd, cli
 
 
 @pytest.mark.parametrize("mask, message", [
-    (torch.zeros(3, 64, 64), "mask: 3 masks for a batch of 1"),
+    (torch.zeros(3, 64, 64), "mask: 3 masks for a batch of 2"),
     (torch.zeros(64, 64), "mask: .*empty"),
     (torch.full((64, 64), 2.0), r"mask: mask values must lie in \[0, 1\]"),
 ])
 def test_bad_masks_are_refused_when_the_guider_is_made(pack, sd15, taesd, mask, message):
+    """(A source of two pictures: the mask count is checked against it; one source picture serves any
+    batch, so there the count is checked when the sampled batch is known, see below.)"""
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
     with pytest.raises(ValueError, match=message):
-        run_node(ZeconGuider, **guider_inputs(sd15, mask=mask))
+        run_node(ZeconGuider, **guider_inputs(sd15, mask=mask, source={"samples": sd15.source.repeat(2, 1, 1, 1)}))
 
 
 def test_gradient_checkpointing_recomputes_the_blocks_and_changes_nothing(pack, sd15, taesd, clip_style,
@@ -422,6 +394,12 @@ def test_sd_latents_into_a_flow_model_and_foreign_vaes_are_refused_by_name(pack,
         run_node(ZeconGuider, **guider_inputs(sd15, vae=tiny_sd.tiny_vae("flow")))
     with pytest.raises(ValueError, match="vae: decoder 'vae' needs the model's VAE"):
         run_node(ZeconGuider, **guider_inputs(sd15, decoder="vae"))
+    flux_latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    with pytest.raises(ValueError, match=r"^source: a 16-channel 4-D latent, but BaseModel works on 4-channel"):
+        run_node(ZeconGuider, **guider_inputs(sd15, source=flux_latent))
+    with pytest.raises(ValueError, match=r"^latent: a 16-channel 4-D latent, but BaseModel"):
+        run_node(ZeconLatentInversion, model=sd15.model, latent=flux_latent, conditioning=sd15.positive, cfg=1.0,
+                 steps=2, denoise=0.5, scheduler="normal")
 
 
 @pytest.mark.parametrize("mode", ["shortcut", "full"])
@@ -499,3 +477,263 @@ def test_every_node_schema_is_valid(pack):
     from zecon_pack.nodes import NODES
     for node in NODES:
         node.GET_SCHEMA()
+
+
+def test_high_part_of_split_sigmas_is_refused_with_the_right_advice(pack, sd15):
+    """SplitSigmas' high_sigmas do not end at 0: the refusal points to the low part (which works)."""
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    inputs = dict(model=sd15.model, latent={"samples": sd15.source}, conditioning=sd15.positive, cfg=1.0, steps=4,
+                  denoise=0.6, scheduler="normal")
+    high, low = sd15.sigmas[:3], sd15.sigmas[2:]
+    with pytest.raises(ValueError, match="sigmas: .*must end at 0") as e:
+        run_node(ZeconLatentInversion, **inputs, sigmas=high)
+    assert "low part" in str(e.value) and "high part" not in str(e.value)
+    inverted, _ = run_node(ZeconLatentInversion, **inputs, sigmas=low)
+    assert torch.isfinite(inverted["samples"]).all()
+
+
+def test_nan_sigmas_and_numbers_are_refused_naming_the_input(pack, sd15, taesd):
+    """A NaN noise level (kl_optimal at 1 step gives one) or a NaN number that reaches execute through a
+    link: refused before any sampling, naming the input."""
+    import comfy.samplers
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    inputs = dict(model=sd15.model, latent={"samples": sd15.source}, conditioning=sd15.positive, cfg=1.0, steps=1,
+                  denoise=1.0, scheduler="kl_optimal")
+    ms = sd15.model.get_model_object("model_sampling")
+    assert torch.isnan(comfy.samplers.calculate_sigmas(ms, "kl_optimal", 1)).any()   # the case of the issue
+    with pytest.raises(ValueError, match=r"scheduler: .*kl_optimal.* NaN"):
+        run_node(ZeconLatentInversion, **inputs)
+    bad = sd15.sigmas.clone()
+    bad[1] = float("nan")
+    with pytest.raises(ValueError, match=r"sigmas: .*NaN"):
+        run_node(ZeconLatentInversion, **inputs, sigmas=bad)
+    with pytest.raises(ValueError, match="denoise: must be a finite number"):
+        run_node(ZeconLatentInversion, **{**inputs, "scheduler": "normal", "denoise": float("nan")})
+    for name in ("cfg", "strength", "start_percent", "end_percent"):
+        with pytest.raises(ValueError, match=f"{name}: must be a finite number"):
+            run_node(ZeconGuider, **guider_inputs(sd15, **{name: float("nan")}))
+
+
+def _alone(loss):
+    """all_losses' weights with every other loss off."""
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
+    return all_losses(**{k: 0.0 for k in LOSS_NAMES if k != loss})
+
+
+@pytest.mark.parametrize("loss", ["clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "zecon", "mse",
+                                  "vgg", "range"])
+def test_one_source_picture_serves_every_image_of_the_batch(pack, sd15, taesd, clip_style, loss):
+    """VAE Encode of one picture -> inversion -> RepeatLatentBatch: the guider's source (batch 1) serves each
+    sampled image, with every loss, exactly as a source batch of copies of that picture would."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    x = sd15.source.repeat(2, 1, 1, 1) + sd15.sigmas[0] * torch.randn((2, *sd15.source.shape[1:]),
+                                                                       generator=torch.Generator().manual_seed(7))
+    extra = dict(clip=clip, style=style, guidance=_alone(loss))
+    (one,) = run_node(ZeconGuider, **guider_inputs(sd15, **extra))
+    (copies,) = run_node(ZeconGuider, **guider_inputs(sd15, source={"samples": sd15.source.repeat(2, 1, 1, 1)},
+                                                      **extra))
+    out = sample(one, x, sd15.sigmas)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    torch.testing.assert_close(out, sample(copies, x, sd15.sigmas), rtol=1e-5, atol=1e-6)
+    assert (out - sample(cfg_reference(sd15), x, sd15.sigmas)).abs().amax(dim=(1, 2, 3)).min() > 1e-5
+
+
+def test_one_source_picture_takes_one_mask_per_sampled_image(pack, sd15, taesd):
+    """With one source picture, masks are counted against the sampled batch (known when sampling starts)."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    x = sd15.source.repeat(2, 1, 1, 1)
+    left, right = _half_mask(), _half_mask().flip(-1)
+    (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, mask=torch.stack([left, right]), feather=0))
+    out = sample(guider, x, sd15.sigmas)
+    src = sd15.model.model.process_latent_out(sd15.model.model.process_latent_in(sd15.source))[0]
+    torch.testing.assert_close(out[0, ..., 10:], src[..., 10:], rtol=0, atol=1e-6)   # image 0: left restyled
+    torch.testing.assert_close(out[1, ..., :6], src[..., :6], rtol=0, atol=1e-6)     # image 1: right restyled
+    assert (out[0, ..., :6] - src[..., :6]).abs().max() > 1e-3
+    (three,) = run_node(ZeconGuider, **guider_inputs(sd15, mask=torch.ones(3, 64, 64) * 0.5))
+    with pytest.raises(ValueError, match="mask: 3 masks for a batch of 2"):
+        sample(three, x, sd15.sigmas)
+    (two_sources,) = run_node(ZeconGuider, **guider_inputs(sd15, source={"samples": x}))
+    with pytest.raises(ValueError, match="source: 2 source latents for a batch of 3"):
+        sample(two_sources, sd15.source.repeat(3, 1, 1, 1), sd15.sigmas)
+
+
+def _patch_model(model, name):
+    """``model`` through ComfyUI's own patch nodes (comfy_extras): FreeU, FreeU_V2, PAG, SAG, RescaleCFG, or a
+    '+'-joined stack of them."""
+    from comfy_extras.nodes_freelunch import FreeU, FreeU_V2
+    from comfy_extras.nodes_model_advanced import RescaleCFG
+    from comfy_extras.nodes_pag import PerturbedAttentionGuidance
+    from comfy_extras.nodes_sag import SelfAttentionGuidance
+    for part in name.split("+"):
+        if part == "FreeU":
+            (model,) = FreeU().patch(model, 1.1, 1.2, 0.9, 0.2)
+        elif part == "FreeU_V2":
+            (model,) = FreeU_V2().patch(model, 1.3, 1.4, 0.9, 0.2)
+        elif part == "RescaleCFG":
+            (model,) = RescaleCFG().patch(model, 0.7)
+        elif part == "PAG":
+            (model,) = run_node(PerturbedAttentionGuidance, model=model, scale=3.0)
+        elif part == "SAG":
+            (model,) = run_node(SelfAttentionGuidance, model=model, scale=0.5, blur_sigma=2.0)
+        else:
+            raise ValueError(part)
+    return model
+
+
+PATCHES = ["FreeU", "FreeU_V2", "PAG", "SAG", "RescaleCFG", "FreeU_V2+PAG+RescaleCFG"]
+
+
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+@pytest.mark.parametrize("patches", PATCHES)
+def test_model_patches_users_stack_guide_in_both_modes(pack, sd15, taesd, clip_style, patches, mode):
+    """Model -> FreeU_V2 (in-place output-block patch) / PAG / SAG / RescaleCFG -> ZeCon Guider: both modes run,
+    the patch acts (another result than without it) and so does the guidance."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    model = _patch_model(sd15.model, patches)
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(9))
+    inputs = guider_inputs(sd15, mode=mode, clip=clip, style=style, guidance=all_losses())
+    (guider,) = run_node(ZeconGuider, **{**inputs, "model": model})
+    out = sample(guider, x, sd15.sigmas)
+    assert torch.isfinite(out).all()
+    (unpatched,) = run_node(ZeconGuider, **inputs)
+    assert (out - sample(unpatched, x, sd15.sigmas)).abs().max() > 1e-5
+    (off,) = run_node(ZeconGuider, **{**inputs, "model": model, "strength": 0.0})
+    assert (out - sample(off, x, sd15.sigmas)).abs().max() > 1e-5
+
+
+def test_full_mode_under_freeu_v2_with_gradient_checkpointing(pack, sd15, taesd, clip_style):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    inputs = guider_inputs(sd15, model=_patch_model(sd15.model, "FreeU_V2"), mode="full", clip=clip_style[0],
+                           style=clip_style[1], guidance=all_losses())
+    runs = [sample(run_node(ZeconGuider, **inputs, gradient_checkpointing=flag)[0], sd15.source, sd15.sigmas)
+            for flag in (False, True)]
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_in_place_patch_gets_the_gradient_of_its_out_of_place_twin(pack):
+    """FreeU_V2's output-block patch writes into h after keeping h for the backward; wrapped for a differentiated
+    pass it gives the same values and gradients as the same arithmetic written out of place."""
+    from zecon_pack.nodes.latent import backbone as B
+    model = _patch_model(latent_fixtures.bundle("sd15").model, "FreeU_V2")
+    [patch] = model.model_options["transformer_options"]["patches"]["output_block_patch"]
+    channels = 64 * 4   # model_channels * 4: a level FreeU_V2 scales
+    g = torch.Generator().manual_seed(2)
+    h0, hsp0 = torch.randn(2, channels, 4, 4, generator=g), torch.randn(2, channels, 4, 4, generator=g)
+    w = torch.randn(2, 2 * channels, 4, 4, generator=g)
+
+    def twin(h, hsp):
+        m = h.mean(1, keepdim=True)
+        lo, hi = m.amin(dim=(2, 3), keepdim=True), m.amax(dim=(2, 3), keepdim=True)
+        scale = (1.3 - 1) * (m - lo) / (hi - lo) + 1
+        half = channels // 2
+        return torch.cat([h[:, :half] * scale, h[:, half:]], 1), patch(h.detach().clone(), hsp, {})[1]
+
+    grads = []
+    for fn in (B.differentiable_patch(patch), twin):
+        h = h0.clone().requires_grad_()
+        hsp = hsp0.clone().requires_grad_()
+        a, b = fn(h * 1.0, hsp * 1.0, {}) if fn is not twin else fn(h * 1.0, hsp * 1.0)
+        (torch.cat([a, b], 1) * w).sum().backward()
+        grads.append((torch.cat([a, b], 1).detach(), h.grad, hsp.grad))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h = h0.clone().requires_grad_()
+        a, _ = patch(h * 1.0, hsp0, {})
+        (a * w[:, :channels]).sum().backward()
+
+
+def _with_lora(model, seed=5, rank=4):
+    """``model`` with a random LoRA on every linear weight of its UNet, through ComfyUI's LoRA loader
+    (``comfy.sd.load_lora_for_models``, what LoraLoaderModelOnly runs)."""
+    import comfy.lora
+    import comfy.sd
+    weights = model.model.state_dict()
+    g = torch.Generator().manual_seed(seed)
+    lora = {}
+    for key, target in comfy.lora.model_lora_keys_unet(model.model, {}).items():
+        w = weights.get(target) if key.startswith("lora_unet_") and isinstance(target, str) else None
+        if w is None or w.ndim != 2:
+            continue
+        lora[f"{key}.lora_up.weight"] = torch.randn(w.shape[0], rank, generator=g) * 0.2
+        lora[f"{key}.lora_down.weight"] = torch.randn(rank, w.shape[1], generator=g) * 0.2
+        lora[f"{key}.alpha"] = torch.tensor(float(rank))
+    assert len(lora) > 30
+    patched, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)
+    return patched
+
+
+@pytest.mark.parametrize("mode", ["shortcut", "full"])
+@pytest.mark.parametrize("weights", ["lora", "fp8", "fp8+lora+FreeU_V2"])
+def test_lora_and_fp8_weights_guide_in_both_modes(pack, taesd, clip_style, weights, mode):
+    """The SD1.5-detected tiny UNet loaded as UNETLoader loads it (fp8_e4m3fn weights: manual cast), with a
+    LoRA through ComfyUI's loader: the guided run is finite and the guidance acts."""
+    import comfy.sd
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    bundle = latent_fixtures.bundle("sd15_file")
+    model = bundle.model
+    if "fp8" in weights:
+        model = comfy.sd.load_diffusion_model_state_dict(tiny_sd.unet_state_dict("sd15_file"),
+                                                         model_options={"dtype": torch.float8_e4m3fn})
+        assert model.model.diffusion_model.input_blocks[0][0].weight.dtype == torch.float8_e4m3fn
+    if "lora" in weights:
+        model = _with_lora(model)
+    if "FreeU_V2" in weights:
+        model = _patch_model(model, "FreeU_V2")
+    clip, style = clip_style
+    inputs = guider_inputs(bundle, model=model, mode=mode, clip=clip, style=style, guidance=all_losses())
+    (guider,) = run_node(ZeconGuider, **inputs)
+    out = sample(guider, bundle.source, bundle.sigmas)
+    assert torch.isfinite(out).all()
+    (off,) = run_node(ZeconGuider, **{**inputs, "strength": 0.0})
+    assert (out - sample(off, bundle.source, bundle.sigmas)).abs().max() > 1e-5
+    if weights == "lora":   # the LoRA acts
+        (no_lora,) = run_node(ZeconGuider, **{**inputs, "model": bundle.model, "strength": 0.0})
+        ref = sample(off, bundle.source, bundle.sigmas)
+        assert (ref - sample(no_lora, bundle.source, bundle.sigmas)).abs().max() > 1e-4
+
+
+def test_a_noise_mask_on_the_source_is_the_region(pack, sd15, taesd, clip_style):
+    """SetLatentNoiseMask on the source LATENT: the guider restyles only there, as with that mask connected."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    clip, style = clip_style
+    base = guider_inputs(sd15, clip=clip, style=style, guidance=all_losses(), feather=8)
+    mask = _half_mask()
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(5))
+    (with_mask,) = run_node(ZeconGuider, **base, mask=mask)
+    noise_masked = {"samples": sd15.source, "noise_mask": mask.reshape(1, 1, *mask.shape)}
+    (from_latent,) = run_node(ZeconGuider, **{**base, "source": noise_masked})
+    assert torch.equal(sample(from_latent, x, sd15.sigmas), sample(with_mask, x, sd15.sigmas))
+
+
+def test_the_inversion_says_that_it_inverts_the_whole_picture_of_a_noise_masked_latent(pack, sd15, caplog):
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    latent = {"samples": sd15.source, "noise_mask": _half_mask().reshape(1, 1, 128, 128)}
+    with caplog.at_level("WARNING"):
+        inverted, _ = run_node(ZeconLatentInversion, model=sd15.model, latent=latent, conditioning=sd15.positive,
+                               cfg=1.0, steps=2, denoise=0.5, scheduler="normal")
+    assert "noise_mask" not in inverted
+    said = [r.getMessage() for r in caplog.records if "noise mask" in r.getMessage()]
+    assert said and said[0].startswith("latent:") and "ZeCon Guider" in said[0], said
+
+
+def test_a_shift_that_dwarfs_the_prediction_is_reported(pack, sd15, taesd, caplog):
+    """strength 100 x an MSE weight of 1e7: the shift is orders of magnitude above the latent; the guider says so
+    once per run (console; the node's progress text in the server), a normal run says nothing."""
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
+    x = sd15.source + sd15.sigmas[0] * torch.randn(sd15.source.shape, generator=torch.Generator().manual_seed(5))
+    mse_only = {k: 0.0 for k in LOSS_NAMES if k != "mse"}
+    for strength, mse, warned in ((1.0, 5000.0, False), (100.0, 1e7, True)):
+        caplog.clear()
+        (guider,) = run_node(ZeconGuider, **guider_inputs(sd15, strength=strength,
+                                                          guidance=all_losses(mse=mse, **mse_only)))
+        with caplog.at_level("WARNING"):
+            sample(guider, x, sd15.sigmas)
+        said = [r.getMessage() for r in caplog.records if "shift" in r.getMessage()]
+        assert len(said) == (1 if warned else 0), said
+        if warned:
+            assert "strength" in said[0] and "weights" in said[0], said

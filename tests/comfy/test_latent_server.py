@@ -242,19 +242,75 @@ def test_vae_of_another_latent_format_is_a_clear_error(client):
     _next_prompt_runs(client)
 
 
-def test_mask_batch_mismatch_is_a_clear_error(client):
-    """Two masks (a batch of 2) for a source latent of batch 1."""
-    prompt = _prompt(SD15, seed=next(_SEEDS))
+def _two_masks(prompt: dict) -> dict:
+    """Two masks (a batch of 2, each the right half of the picture) into the guider, from core mask nodes."""
+    prompt["811"] = {"class_type": "SolidMask", "inputs": {"value": 0.0, "width": SIZE, "height": SIZE}}
+    prompt["815"] = {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": SIZE // 2, "height": SIZE}}
+    prompt["816"] = {"class_type": "MaskComposite", "inputs": {"destination": ["811", 0], "source": ["815", 0],
+                                                               "x": SIZE // 2, "y": 0, "operation": "add"}}
+    prompt["819"] = {"class_type": "MaskToImage", "inputs": {"mask": ["816", 0]}}
+    prompt["821"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["819", 0], "amount": 2}}
+    prompt["812"] = {"class_type": "ImageToMask", "inputs": {"image": ["821", 0], "channel": "red"}}
+    prompt[zt.node_of(prompt, "ZeconGuider")]["inputs"].update(mask=["812", 0], feather=0)
+    return prompt
+
+
+def test_a_shift_that_dwarfs_the_prediction_is_said_on_the_console_and_under_the_guider(client, server):
+    """strength 100 x an MSE weight of 1e7 (the shift gives values around 1e10): a warning in the server's log
+    and as the guider node's progress text (websocket), once."""
+    prompt = _prompt(SD15, seed=next(_SEEDS), strength=100.0, prefix="zecon_test/latent_huge_shift")
+    prompt["822"] = {"class_type": "ZeconGuidance", "inputs": {
+        "clip_global": 0.0, "clip_global_patch": 0.0, "clip_dir": 0.0, "clip_dir_patch": 0.0, "zecon": 0.0,
+        "mse": 1e7, "vgg": 0.0, "range": 0.0, "n_patch": 2, "patch_min": 0.01, "patch_max": 0.3, "aug_prob": 1.0,
+        "zecon_layers": "0,2", "zecon_patches": 16, "nce_temperature": 0.07, "mse_max_t": 700, "vgg_max_t": 800,
+        "shared_views": False}}
     guider = zt.node_of(prompt, "ZeconGuider")
-    prompt["811"] = {"class_type": "EmptyImage", "inputs": {"width": SIZE, "height": SIZE, "batch_size": 2,
-                                                            "color": 0xFFFFFF}}
-    prompt["812"] = {"class_type": "ImageToMask", "inputs": {"image": ["811", 0], "channel": "red"}}
-    prompt[guider]["inputs"]["mask"] = ["812", 0]
+    prompt[guider]["inputs"]["guidance"] = ["822", 0]
+    with client.listen() as events:
+        client.run(prompt, timeout=300)
+    said = [text for node, text in events.texts if node == guider and "guidance shift" in text]
+    assert len(said) == 1 and "strength" in said[0], events.texts
+    assert server.log_text().count("guidance shift") == 1
+
+
+def test_mask_batch_mismatch_is_a_clear_error(client):
+    """Two masks for one source picture sampled as a batch of 1: refused when sampling starts (the sampled
+    batch is not known before), naming the mask."""
+    prompt = _two_masks(_prompt(SD15, seed=next(_SEEDS)))
     err = zt.execution_error(client, prompt)
-    assert err["node_id"] == guider, err
+    assert err["node_id"] == zt.node_of(prompt, "SamplerCustomAdvanced"), err
     msg = err["exception_message"]
-    assert msg.startswith("mask:") and "2" in msg and "1" in msg, msg
+    assert msg.startswith("mask:") and "2 masks for a batch of 1" in msg, msg
     _next_prompt_runs(client)
+
+
+def test_one_source_picture_for_a_batch_with_every_loss_and_two_masks(client):
+    """The issue's graph: VAE Encode of one picture -> inversion -> RepeatLatentBatch (2) -> the guider with
+    source = the one-picture LATENT, CLIP + style connected, VGG on, two masks: a batch of two images, each
+    keeping the source latent outside its mask."""
+    prompt = _two_masks(_with_clip_losses(_prompt(SD15, seed=next(_SEEDS), prefix="zecon_test/latent_batch2")))
+    inv, sampler = zt.node_of(prompt, "ZeconLatentInversion"), zt.node_of(prompt, "SamplerCustomAdvanced")
+    prompt["817"] = {"class_type": "RepeatLatentBatch", "inputs": {"samples": [inv, 0], "amount": 2}}
+    prompt[sampler]["inputs"]["latent_image"] = ["817", 0]
+    prompt["818"] = {"class_type": "ZeconGuidance", "inputs": {
+        "clip_global": 300.0, "clip_global_patch": 10000.0, "clip_dir": 300.0, "clip_dir_patch": 20000.0,
+        "zecon": 500.0, "mse": 5000.0, "vgg": 100.0, "range": 50.0, "n_patch": 2, "patch_min": 0.01,
+        "patch_max": 0.3, "aug_prob": 1.0, "zecon_layers": "0,2", "zecon_patches": 16, "nce_temperature": 0.07,
+        "mse_max_t": 700, "vgg_max_t": 800, "shared_views": False}}
+    prompt[zt.node_of(prompt, "ZeconGuider")]["inputs"]["guidance"] = ["818", 0]
+    encode = zt.node_of(prompt, "VAEEncode")
+    prompt["806"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
+                                                            "filename_prefix": "zecon_test/sampled_batch2"}}
+    prompt["805"] = {"class_type": "SaveLatent", "inputs": {"samples": [encode, 0],
+                                                            "filename_prefix": "zecon_test/source_batch2"}}
+    entry = client.run(prompt, timeout=600)
+    source, sampled = _saved_latent(client, entry, "805"), _saved_latent(client, entry, "806")
+    assert source.shape[0] == 1 and sampled.shape[0] == 2 and np.isfinite(sampled.numpy()).all()
+    left = SIZE // 16   # latent columns left of the masks' edge (mask = right half, feather 0)
+    diff = (sampled - source).abs()
+    assert diff[..., : left - 1].max() < 1e-4, diff[..., : left - 1].max()
+    assert diff[..., left + 1:].mean() > 1e-3
+    assert len(client.output_paths(entry, zt.node_of(prompt, "SaveImage"))) == 2
 
 
 def test_empty_mask_is_a_clear_error(client):
@@ -311,17 +367,28 @@ def test_sdxl_source_for_a_picture_of_another_size_is_a_clear_error(client):
 
 # ------------------------------------------------------------------ bad inputs: HTTP 400
 NODE_LEVEL = "exception_during_inner_validation"   # the pack's validate_inputs raise (nodes/validation.py)
+NAN = float("nan")   # sent as JSON NaN, which the server's parser takes
 INVALID = [
     # (class_type, changes, input named, error type)
     ("ZeconGuider", {"mode": "fast"}, "mode", NODE_LEVEL),
     ("ZeconGuider", {"decoder": "sdxl_vae"}, "decoder", NODE_LEVEL),
     ("ZeconGuider", {"start_percent": 0.8, "end_percent": 0.2}, "end_percent", NODE_LEVEL),
     ("ZeconGuider", {"zecon_layers": "0,two"}, "zecon_layers", NODE_LEVEL),
-    ("ZeconGuider", {"cfg": -1.0}, "cfg", "value_smaller_than_min"),
+    ("ZeconGuider", {"cfg": -1.0}, "cfg", NODE_LEVEL),
+    ("ZeconGuider", {"cfg": NAN}, "cfg", NODE_LEVEL),
+    ("ZeconGuider", {"strength": NAN}, "strength", NODE_LEVEL),
+    ("ZeconGuider", {"start_percent": 2.0, "end_percent": 3.0}, "start_percent", NODE_LEVEL),
+    ("ZeconGuider", {"start_percent": -0.5}, "start_percent", NODE_LEVEL),
+    ("ZeconGuider", {"end_percent": 1.5}, "end_percent", NODE_LEVEL),
+    ("ZeconGuider", {"end_percent": NAN}, "end_percent", NODE_LEVEL),
+    ("ZeconGuider", {"mode": None}, "mode", NODE_LEVEL),
+    ("ZeconGuider", {"decoder": None}, "decoder", NODE_LEVEL),
     ("ZeconGuider", {"strength": "lots"}, "strength", "invalid_input_type"),
     ("ZeconLatentInversion", {"scheduler": "cosine"}, "scheduler", NODE_LEVEL),
-    ("ZeconLatentInversion", {"denoise": 0.0}, "denoise", "value_smaller_than_min"),
-    ("ZeconLatentInversion", {"steps": 0}, "steps", "value_smaller_than_min"),
+    ("ZeconLatentInversion", {"scheduler": None}, "scheduler", NODE_LEVEL),
+    ("ZeconLatentInversion", {"denoise": 0.0}, "denoise", NODE_LEVEL),
+    ("ZeconLatentInversion", {"denoise": NAN}, "denoise", NODE_LEVEL),
+    ("ZeconLatentInversion", {"steps": 0}, "steps", NODE_LEVEL),
 ]
 
 

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.comfy
 CLASSES = {"flux_dev": ("Flux", "Flux"), "flux_schnell": ("Flux", "Flux"), "flux2": ("Flux2", "Flux"),
            "chroma": ("Chroma", "Chroma"), "sd3": ("SD3", "OpenAISignatureMMDITWrapper"),
            "sd35": ("SD3", "OpenAISignatureMMDITWrapper"), "qwen_image": ("QwenImage", "QwenImageTransformer2DModel"),
-           "lumina2": ("Lumina2", "NextDiT"), "zimage": ("Lumina2", "NextDiT")}
+           "lumina2": ("Lumina2", "NextDiT"), "zimage": ("Lumina2", "NextDiT"),
+           "hidream": ("HiDream", "HiDreamImageTransformer2DModel")}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,30 @@ def test_sd35_file_loads_through_comfyuis_loader_detected_as_sd3(pack, tmp_path)
     assert all(torch.equal(loaded[k].float(), v.float()) for k, v in expected.items())
 
 
+@pytest.mark.parametrize("family", ["flux_dev", "flux2", "qwen_image"])
+def test_each_vae_makes_and_takes_its_familys_latents(pack, family):
+    vae = tiny_flow.tiny_vae(family, seed=1)
+    assert vae.latent_channels == tiny_flow.LATENT_CHANNELS[family]
+    image = torch.rand(1, 48, 64, 3, generator=torch.Generator().manual_seed(2))
+    z = vae.encode(image)
+    scale = 16 if family == "flux2" else 8
+    assert z.shape == tiny_flow.latent(family, height=48 // scale, width=64 // scale).shape
+    decoded = vae.decode(z)
+    assert decoded.shape[-3:] == (48, 64, 3) and torch.isfinite(decoded).all()
+
+
+def test_taef1_files_load_into_comfyuis_taesd(pack, tmp_path):
+    import comfy.latent_formats
+    from comfy.taesd.taesd import TAESD
+    files = tiny_flow.write_taef1(tmp_path)
+    name = comfy.latent_formats.Flux().taesd_decoder_name
+    assert f"{name}.safetensors" in files
+    taesd = TAESD(str(files["taef1_encoder.safetensors"]), str(files[f"{name}.safetensors"]), latent_channels=16)
+    with torch.no_grad():
+        image = taesd.decode(tiny_flow.latent("flux_dev", height=6, width=8))
+    assert image.shape == (1, 3, 48, 64) and torch.isfinite(image).all()
+
+
 # ------------------------------------------------------------------ real server
 TINY_FLOW_PACK = Path(__file__).resolve().parent / "tiny_flow_pack"
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -77,7 +102,8 @@ SERVER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 def _prompt() -> dict:
     """Every family from the test node (and SD3.5 from its file through UNETLoader), CFGGuider +
-    SamplerCustomAdvanced, 2 steps of the model's own schedule, each result saved by SaveLatent."""
+    SamplerCustomAdvanced, 2 steps of the model's own schedule, each result saved by SaveLatent and
+    decoded by the family's tiny VAE."""
     nodes = {"1": ("RandomNoise", {"noise_seed": 1}), "2": ("KSamplerSelect", {"sampler_name": "euler"}),
              "3": ("UNETLoader", {"unet_name": tiny_flow.SD35_FILE, "weight_dtype": "fp8_e4m3fn"})}
     for i, family in enumerate(tiny_flow.FAMILIES):
@@ -90,6 +116,9 @@ def _prompt() -> dict:
             n + "3": ("SamplerCustomAdvanced", {"noise": ["1", 0], "guider": [n + "1", 0], "sampler": ["2", 0],
                                                 "sigmas": [n + "2", 0], "latent_image": [n, 3]}),
             n + "4": ("SaveLatent", {"samples": [n + "3", 0], "filename_prefix": f"tiny_flow_{family}"}),
+            n + "5": ("ZeconTestTinyFlowVAE", {"family": family, "seed": 0}),
+            n + "6": ("VAEDecode", {"samples": [n + "3", 0], "vae": [n + "5", 0]}),
+            n + "7": ("PreviewImage", {"images": [n + "6", 0]}),
         })
     return {k: {"class_type": ct, "inputs": inputs} for k, (ct, inputs) in nodes.items()}
 
@@ -111,3 +140,5 @@ def test_every_family_samples_in_a_real_server(comfy_server_factory, tmp_path_fa
         path = client.output_dir / saved[0].get("subfolder", "") / saved[0]["filename"]
         latent = load_file(str(path))["latent_tensor"]
         assert latent.shape == tiny_flow.latent(family, height=6, width=8).shape and torch.isfinite(latent).all()
+        previews = client.output_images(entry, f"{10 * (i + 1)}7")
+        assert len(previews) == 1 and previews[0]["type"] == "temp", (family, entry.get("outputs"))

@@ -150,3 +150,60 @@ def test_flow_workflows_declare_the_files_to_fetch(server, frontend, name):
     kept = frontend.evaluate("() => Object.fromEntries(app.graph.nodes.filter(n => n.properties?.models)"
                              ".map(n => [n.type, n.properties.models.map(m => m.name)]))")
     assert kept == {n["type"]: [m["name"] for m in n["properties"]["models"]] for n in loaders}
+
+
+_MISSING_MODELS_HOOK_JS = """
+async (on) => {
+  await app.extensionManager.setting.set('Comfy.Workflow.ShowMissingModelsWarning', on);
+  if (!window.__zeconModels) {
+    window.__zeconModels = { calls: [] };
+    const orig = app.showMissingModelsError;
+    app.showMissingModelsError = function (models, paths) {
+      window.__zeconModels.calls.push(JSON.parse(JSON.stringify(models)));
+      return orig.apply(this, arguments);
+    };
+  }
+  window.__zeconModels.calls = [];
+}
+"""
+
+_DIALOG_JS = """
+() => {
+  const dialogs = [...document.querySelectorAll('.p-dialog')];
+  const text = dialogs.map(d => d.innerText).join('\\n');
+  const downloads = dialogs.flatMap(d => [...d.querySelectorAll('button')])
+      .filter(b => b.innerText.trim().startsWith('Download') && !b.disabled).map(b => b.title);
+  return {text, downloads};
+}
+"""
+
+
+def test_missing_checkpoint_is_offered_for_download(server, frontend):
+    """With the frontend's missing-model check on (ComfyUI's default; the other tests switch it off), the SD1.5
+    workflow's checkpoint (the test server has none) is reported with the metadata the workflow carries, and the
+    dialog shows it with an enabled Download button for its URL instead of a bare "missing"; the pixel
+    workflows (ADM labels "download on first use": the pack fetches those itself) raise no dialog."""
+    import zecon_core.files.registry as R
+
+    ckpt = zw.SD15_CKPT
+    try:
+        frontend.evaluate(_MISSING_MODELS_HOOK_JS, True)
+        frontend.load_workflow(zt.WORKFLOWS_DIR / "zecon_sd15_latent.json")
+        frontend.page.wait_for_timeout(1500)
+        calls = frontend.evaluate("() => window.__zeconModels.calls")
+        assert len(calls) == 1, calls
+        [missing] = calls[0]
+        assert {k: missing[k] for k in ("name", "url", "directory")} == R.frontend_model(ckpt)
+        dialog = frontend.evaluate(_DIALOG_JS)
+        assert f"checkpoints / {ckpt}" in dialog["text"], dialog
+        assert dialog["downloads"] == [R.WORKFLOW_CHECKPOINTS[ckpt].url], dialog
+        frontend.screenshot(zt.ARTIFACTS / "frontend" / "missing_checkpoint_dialog.png", fit=False)
+        frontend.page.keyboard.press("Escape")
+
+        for name in ("zecon_style_transfer_imagenet", "zecon_faces_ffhq"):
+            frontend.evaluate(_MISSING_MODELS_HOOK_JS, True)
+            report = frontend.load_workflow(zt.WORKFLOWS_DIR / f"{name}.json")
+            frontend.page.wait_for_timeout(500)
+            assert report.ok and frontend.evaluate("() => window.__zeconModels.calls") == [], name
+    finally:
+        frontend.evaluate(_MISSING_MODELS_HOOK_JS, False)

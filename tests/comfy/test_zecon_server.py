@@ -232,11 +232,14 @@ def _modular():
 
 
 INVALID = [
-    # (class_type, changes, input named, error type)
-    ("ZeconGuidance", {"zecon": -1.0}, "zecon", "value_smaller_than_min"),
-    ("ZeconGuidance", {"clip_dir_patch": 1e12}, "clip_dir_patch", "value_bigger_than_max"),
-    ("ZeconGuidance", {"aug_prob": 1.5}, "aug_prob", "value_bigger_than_max"),
-    ("ZeconGuidance", {"n_patch": 0}, "n_patch", "value_smaller_than_min"),
+    # (class_type, changes, input named, error type); the pack's nodes check their numbers themselves
+    # (nodes/validation.py schema_errors: ComfyUI's own min/max check lets NaN through)
+    ("ZeconGuidance", {"zecon": -1.0}, "zecon", NODE_LEVEL),
+    ("ZeconGuidance", {"clip_dir_patch": 1e12}, "clip_dir_patch", NODE_LEVEL),
+    ("ZeconGuidance", {"mse": float("nan")}, "mse", NODE_LEVEL),
+    ("ZeconGuidance", {"nce_temperature": float("inf")}, "nce_temperature", NODE_LEVEL),
+    ("ZeconGuidance", {"aug_prob": 1.5}, "aug_prob", NODE_LEVEL),
+    ("ZeconGuidance", {"n_patch": 0}, "n_patch", NODE_LEVEL),
     ("ZeconGuidance", {"patch_min": 0.5, "patch_max": 0.2}, "patch_max", NODE_LEVEL),
     ("ZeconGuidance", {"zecon_layers": "0,two"}, "zecon_layers", NODE_LEVEL),
     ("ZeconGuidance", {"vgg_file": "missing_vgg.pth"}, "vgg_file", NODE_LEVEL),
@@ -246,11 +249,13 @@ INVALID = [
     ("ZeconInversion", {"respacing": ""}, "respacing", NODE_LEVEL),
     ("ZeconInversion", {"respacing": "   "}, "respacing", NODE_LEVEL),
     ("ZeconInversion", {"size_policy": "stretch"}, "size_policy", NODE_LEVEL),
-    ("ZeconInversion", {"size": 16}, "size", "value_smaller_than_min"),
+    ("ZeconInversion", {"size": 16}, "size", NODE_LEVEL),
     ("ZeconSampler", {"sampler": "euler"}, "sampler", NODE_LEVEL),
     ("ZeconSampler", {"start": "noise"}, "start", NODE_LEVEL),
-    ("ZeconSampler", {"eta": -0.5}, "eta", "value_smaller_than_min"),
-    ("ZeconSampler", {"seed": -1}, "seed", "value_smaller_than_min"),
+    ("ZeconSampler", {"eta": -0.5}, "eta", NODE_LEVEL),
+    ("ZeconSampler", {"eta": float("nan")}, "eta", NODE_LEVEL),
+    ("ZeconSampler", {"start": None}, "start", NODE_LEVEL),
+    ("ZeconSampler", {"seed": -1}, "seed", NODE_LEVEL),
     ("ZeconDiffusionLoader", {"model_name": "missing_model.safetensors"}, "model_name", NODE_LEVEL),
     ("ZeconDiffusionLoader", {"model_name": "ffhq_baseline.pt (not found: place it by hand)"}, "model_name",
      NODE_LEVEL),

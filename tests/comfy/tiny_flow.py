@@ -21,10 +21,13 @@ qwen_image    QwenImage              qwen_image      16 ch   [B,8,32]   -       
                                                      (5-D: [B,16,1,h,w])
 lumina2       Lumina2                lumina NextDiT  16 ch   [B,8,32]   -                   1 ref. + 3
 zimage        ZImage                 NextDiT (z-mod) 16 ch   [B,8,32]   -                   1 ref. + 3
+hidream       HiDream                hidream (MoE)   16 ch   [B,8,32]   32 (p_embedder)     2 + 2
+                                                             + Llama-3 [B,3,8,32]
 ============  =====================  ==============  ======  =========  ==================  =======
 
 (*) Flux.2: global modulation, 4 rope axes, SiLU-gated MLPs, patch size 1 on 128 channels; its
 ``extra_conds`` pads the context to 512 tokens. "2 + 2" = double-stream + single-stream blocks.
+HiDream's CONDITIONING carries the Llama-3 hidden-state stack as ``conditioning_llama3``.
 
 ``sd35`` is the family loaded from a file: :func:`write_sd35_unet` writes a diffusion-model
 file (SD3.5-style: RMS q/k norm, the second self-attention in block 0) that ComfyUI's own
@@ -36,8 +39,26 @@ Conditioning (:func:`conditioning`) is ComfyUI's CONDITIONING format ``[[cond, e
 without a text encoder; :func:`latent` gives a latent in the shape the family's diffusion model
 takes (Qwen-Image's 5-D, as ``comfy.sample.fix_empty_latent_channels`` makes it).
 
+VAEs (:func:`tiny_vae`, ``comfy.sd.VAE`` in each family's real VAE architecture, 32 / 8 channels wide):
+
+=====================================  =========================================  ====================
+families                               VAE                                        latent
+=====================================  =========================================  ====================
+flux_*, chroma, sd3, sd35, lumina2,    AutoencoderKL, 16 z-channels               16 ch at 1/8
+zimage, hidream
+flux2                                  AutoencoderKL + batch-norm latent (2x2     128 ch at 1/16
+                                       patches of 32 z-channels), as ComfyUI
+                                       builds Flux.2's VAE
+qwen_image                             Wan 2.1 VAE (3-D causal), detected by      16 ch at 1/8, 5-D
+                                       comfy.sd.VAE from its state dict
+=====================================  =========================================  ====================
+
+TAE decoders for models/vae_approx: :func:`write_taef1` (Flux.1 / Chroma / Lumina2 / HiDream latents:
+``latent_formats.Flux.taesd_decoder_name``); SD3's ``taesd3`` is ``tiny_sd.write_taesd``'s.
+
 Node pack (tests/comfy/tiny_flow_pack, ``comfy_server_factory(packs={"zecon_tiny_flow": dir})``):
-``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT.
+``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT;
+``ZeconTestTinyFlowVAE`` (family, seed) -> VAE.
 """
 from __future__ import annotations
 
@@ -52,7 +73,7 @@ except ImportError:   # in a server, loaded by tests/comfy/tiny_flow_pack, which
 DEFAULT_SEED = 0
 TOKENS = 8                  # text tokens of the tiny conditioning
 CONTEXT = 32                # text feature width of every tiny family
-POOLED = {"flux_dev": 16, "flux_schnell": 16, "sd3": 32, "sd35": 32}
+POOLED = {"flux_dev": 16, "flux_schnell": 16, "sd3": 32, "sd35": 32, "hidream": 32}
 
 _FLUX = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED["flux_dev"],
          "context_in_dim": CONTEXT, "hidden_size": 64, "mlp_ratio": 2.0, "num_heads": 2, "depth": 2,
@@ -93,11 +114,20 @@ _ZIMAGE = {**_LUMINA2, "dim": 256, "n_heads": 4, "n_kv_heads": 4, "axes_dims": [
            "axes_lens": [1536, 512, 512], "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0,
            "z_image_modulation": True, "time_scale": 1000.0, "pad_tokens_multiple": 32}
 
+# HiDream: every block also attends to its own Llama-3 layer (llama_layers picks them from the
+# [B, layers, tokens, width] stack "conditioning_llama3"); the MoE MLPs route each token to 1 of 2 experts.
+_HIDREAM = {"image_model": "hidream", "patch_size": 2, "in_channels": 16, "out_channels": 16, "num_layers": 2,
+            "num_single_layers": 2, "attention_head_dim": 32, "num_attention_heads": 2,
+            "caption_channels": [CONTEXT, CONTEXT], "text_emb_dim": 32, "num_routed_experts": 2,
+            "num_activated_experts": 1, "axes_dims_rope": [16, 8, 8], "max_resolution": [128, 128],
+            "llama_layers": [0, 1, 2, 2]}
+LLAMA_LAYERS = 3
+
 # family -> (comfy.supported_models class name, unet config)
 CONFIGS = {"flux_dev": ("Flux", _FLUX), "flux_schnell": ("FluxSchnell", {**_FLUX, "guidance_embed": False}),
            "flux2": ("Flux2", _FLUX2), "chroma": ("Chroma", _CHROMA), "sd3": ("SD3", _SD3),
            "sd35": ("SD3", _SD35), "qwen_image": ("QwenImage", _QWEN), "lumina2": ("Lumina2", _LUMINA2),
-           "zimage": ("ZImage", _ZIMAGE)}
+           "zimage": ("ZImage", _ZIMAGE), "hidream": ("HiDream", _HIDREAM)}
 FAMILIES = tuple(CONFIGS)
 LATENT_CHANNELS = {f: (128 if f == "flux2" else 16) for f in FAMILIES}
 SD35_FILE = "tiny_sd35_mmdit.safetensors"
@@ -168,6 +198,8 @@ def conditioning(family: str = "flux_dev", seed: int = DEFAULT_SEED, batch: int 
         extras["pooled_output"] = torch.randn(batch, POOLED[family], generator=g)
     if family in ("flux_dev", "flux2"):
         extras["guidance"] = 3.5
+    if family == "hidream":
+        extras["conditioning_llama3"] = torch.randn(batch, LLAMA_LAYERS, TOKENS, CONTEXT, generator=g)
     return [[cond, extras]]
 
 
@@ -180,3 +212,39 @@ def latent(family: str = "flux_dev", seed: int = DEFAULT_SEED, batch: int = 1, h
     if family == "qwen_image":
         shape = (batch, 16, 1, height, width)
     return torch.randn(shape, generator=g)
+
+
+# ------------------------------------------------------------------ VAEs
+def tiny_vae(family: str = "flux_dev", seed: int = DEFAULT_SEED):
+    """VAE (``comfy.sd.VAE``) whose latents are the family's (see the module table)."""
+    import comfy.sd
+    if _check(family) == "qwen_image":
+        return comfy.sd.VAE(sd=wan21_vae_state_dict(seed))
+    if family != "flux2":
+        return tiny_sd.tiny_vae("flow", seed)
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    params = {"ddconfig": {**tiny_sd.kl_ddconfig(32), "batch_norm_latent": True}, "embed_dim": 32}
+    sd = tiny_sd.random_state_dict(AutoencoderKL(**params), seed)
+    sd["bn.running_var"] = sd["bn.running_var"].abs() + 1.0        # a variance (fill_random_ draws N(0, 0.02))
+    vae = comfy.sd.VAE(sd=sd, config={"params": params})
+    # what comfy.sd.VAE sets when it detects the batch-norm latent in a Flux.2 VAE file
+    vae.latent_channels, vae.downscale_ratio, vae.upscale_ratio = 128, 16, 16
+    return vae
+
+
+def wan21_vae_state_dict(seed: int = DEFAULT_SEED) -> dict:
+    """A Wan 2.1 VAE (Qwen-Image's) 8 channels wide, as a file holds it: ``comfy.sd.VAE`` reads the width
+    from ``decoder.head.0.gamma`` and the rest of the architecture from the key names."""
+    from comfy.ldm.wan.vae import WanVAE
+    net = WanVAE(dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    sd = tiny_sd.random_state_dict(net, seed)
+    return {k: (v.abs() + 1.0 if k.endswith("gamma") else v) for k, v in sd.items()}   # RMS-norm scales ~ 1
+
+
+def write_taef1(folder, seed: int = DEFAULT_SEED) -> dict:
+    """``taef1_decoder.safetensors`` and ``taef1_encoder.safetensors`` (16-channel TAESD halves) in ``folder``."""
+    folder = Path(folder)
+    return {f"taef1_{part}.safetensors": tiny_sd._save(tiny_sd.taesd_half(part, 16, seed + j),
+                                                      folder / f"taef1_{part}.safetensors")
+            for j, part in enumerate(("decoder", "encoder"))}

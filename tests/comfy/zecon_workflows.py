@@ -29,6 +29,7 @@ for p in (HERE, HERE.parents[1]):
         sys.path.insert(0, str(p))
 
 import zecon_testing as zt  # noqa: E402
+from zecon_core.files.registry import WORKFLOW_CHECKPOINTS, frontend_model  # noqa: E402
 
 IMAGENET = "256x256_diffusion_uncond.pt (download on first use)"
 FFHQ = "ffhq_10m.pt (download on first use)"
@@ -85,7 +86,8 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
                    "optional: CLIP ViT-B-16 (openai)"],
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
-            {"id": 2, "type": "CheckpointLoaderSimple", "pos": [40, 420], "widgets": {"ckpt_name": ckpt}},
+            {"id": 2, "type": "CheckpointLoaderSimple", "pos": [40, 420], "widgets": {"ckpt_name": ckpt},
+             "models": [frontend_model(ckpt)]},
             {"id": 3, "type": "ImageScaleToTotalPixels", "pos": [440, 40],
              "widgets": {"upscale_method": "lanczos", "megapixels": megapixels}},
             {"id": 4, "type": "VAEEncode", "pos": [440, 200]},
@@ -104,7 +106,8 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
             {"id": 11, "type": "ZeconGuider", "pos": [1240, 40],
              "widgets": {"cfg": 5.0, "mode": "shortcut", "decoder": "taesd", "start_percent": 0.0,
                          "end_percent": 1.0, "strength": 1.0, "seed": 0, "control_after_generate": "fixed",
-                         "zecon_layers": "auto"}},
+                         "zecon_layers": "auto"},
+             "models": [frontend_model(WORKFLOW_CHECKPOINTS[ckpt].taesd)]},
             {"id": 12, "type": "DisableNoise", "pos": [1240, 600]},
             {"id": 13, "type": "KSamplerSelect", "pos": [1240, 700], "widgets": {"sampler_name": "euler"}},
             {"id": 14, "type": "SamplerCustomAdvanced", "pos": [1640, 40]},
@@ -133,24 +136,10 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
 
 # Files a flow workflow's loaders name, as ComfyUI's own templates declare them (properties.models: the
 # frontend's missing-models dialog offers the downloads); URLs from comfyui-workflow-templates 0.7.25.
-FLUX_DEV_UNET = {"name": "flux1-dev.safetensors", "directory": "diffusion_models",
-                 "url": "https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors"}
-FLUX_CLIP_L = {"name": "clip_l.safetensors", "directory": "text_encoders",
-               "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"}
-FLUX_T5 = {"name": "t5xxl_fp8_e4m3fn_scaled.safetensors", "directory": "text_encoders",
-           "url": "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/"
-                  "t5xxl_fp8_e4m3fn_scaled.safetensors"}
-FLUX_VAE = {"name": "ae.safetensors", "directory": "vae",
-            "url": "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/"
-                   "ae.safetensors"}
-ZIMAGE_UNET = {"name": "z_image_turbo_bf16.safetensors", "directory": "diffusion_models",
-               "url": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
-                      "z_image_turbo_bf16.safetensors"}
-ZIMAGE_TEXT = {"name": "qwen_3_4b.safetensors", "directory": "text_encoders",
-               "url": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/"
-                      "qwen_3_4b.safetensors"}
-ZIMAGE_VAE = {"name": "ae.safetensors", "directory": "vae",
-              "url": "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/vae/ae.safetensors"}
+FLUX_DEV_UNET, FLUX_CLIP_L, FLUX_T5, FLUX_VAE = (frontend_model(n) for n in (
+    "flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "ae.safetensors"))
+ZIMAGE_UNET, ZIMAGE_TEXT, ZIMAGE_VAE = (frontend_model(n) for n in (
+    "z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"))
 
 
 def files_note(files: list[dict]) -> str:
@@ -216,7 +205,7 @@ def flow_workflow(title: str, description: str, loaders: list[dict], model_patch
         {"id": 14, "type": "ZeconGuider", "pos": [1240, 40],
          "widgets": {"cfg": cfg, "mode": "shortcut", "decoder": "taesd", "start_percent": 0.0,
                      "end_percent": 1.0, "strength": 1.0, "seed": 0, "control_after_generate": "fixed",
-                     "zecon_layers": "auto"}},
+                     "zecon_layers": "auto"}, "models": [frontend_model("taef1_decoder")]},
         {"id": 15, "type": "DisableNoise", "pos": [1240, 600]},
         {"id": 16, "type": "KSamplerSelect", "pos": [1240, 700], "widgets": {"sampler_name": "euler"}},
         {"id": 17, "type": "SamplerCustomAdvanced", "pos": [1640, 40]},
@@ -269,7 +258,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
@@ -295,7 +284,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconInversion", "pos": [420, 40],
@@ -335,7 +324,7 @@ WORKFLOWS = {
         "nodes": [
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": FFHQ, "precision": "auto"}},
+             "widgets": {"model_name": FFHQ, "precision": "auto"}, "models": [frontend_model("ffhq")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "ZeconStyleTransfer", "pos": [440, 40],
@@ -362,7 +351,7 @@ WORKFLOWS = {
             {"id": 1, "type": "LoadImage", "pos": [40, 40], "title": "Photo and region (mask)",
              "widgets": {"image": MASKED_SAMPLE}},
             {"id": 2, "type": "ZeconDiffusionLoader", "pos": [40, 420],
-             "widgets": {"model_name": IMAGENET, "precision": "auto"}},
+             "widgets": {"model_name": IMAGENET, "precision": "auto"}, "models": [frontend_model("imagenet")]},
             {"id": 3, "type": "ZeconClipLoader", "pos": [40, 610],
              "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
             {"id": 4, "type": "LoadImage", "pos": [440, 40], "title": "Style image",
@@ -475,13 +464,14 @@ def build(fe, name: str) -> None:
     # with its id (the thumbnail would show it)
     fe.evaluate("() => { app.nodeOutputs = {}; }")
     fe.build_graph(spec["nodes"], spec["links"])
-    declared = {n["id"]: n["models"] for n in spec["nodes"] if n.get("models")}
-    if declared:   # as ComfyUI's templates: the files a loader needs, for the frontend's missing-models dialog
-        fe.evaluate("(declared) => { for (const [id, models] of Object.entries(declared)) { "
-                    "const n = app.graph.getNodeById(Number(id)); n.properties = n.properties || {}; "
-                    "n.properties.models = models; } }", {str(k): v for k, v in declared.items()})
     fe.page.wait_for_timeout(1000)  # LoadImage grows when its preview has loaded
     fe.evaluate(LAYOUT_JS, [spec["columns"], spec.get("sizes", {})])
+    # ComfyUI's model metadata on the nodes that need a file (as its own templates carry it): the frontend
+    # offers the download of a missing file whose name is one of the node's widget values
+    fe.evaluate("""(models) => { for (const [id, list] of models) {
+                     const node = app.graph.getNodeById(id); node.properties = node.properties || {};
+                     node.properties.models = list; } }""",
+                [[n["id"], n["models"]] for n in spec["nodes"] if n.get("models")])
     if spec.get("bypass"):  # LiteGraph mode 4 = bypass (Ctrl+B): shipped off, one keystroke to turn on
         fe.evaluate("(ids) => { for (const id of ids) app.graph.getNodeById(id).mode = 4; "
                     "app.graph.setDirtyCanvas(true, true); }", spec["bypass"])

@@ -3,6 +3,7 @@
 Subcommands::
 
     python -m zecon_core stylize photo.png --prompt "a sketch with crayon" -o out.png
+    python -m zecon_core stylize photo.png --style-image painting.jpg --mask sky.png -o out.png
     python -m zecon_core download default          # ImageNet ADM + VGG19 + CLIP ViT-B-16/openai
     python -m zecon_core download --list
     python -m zecon_core convert model.pt [model.safetensors]
@@ -207,9 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", metavar="INPUT", help="image file to restyle (PNG, JPEG, WebP, ...)")
     p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
                    help="where to write the result (.png keeps the settings as metadata; .jpg/.webp work too)")
-    p.add_argument("--prompt", required=True, help='target style, e.g. "a sketch with crayon"')
+    style = p.add_mutually_exclusive_group(required=True)
+    style.add_argument("--prompt", help='target style, e.g. "a sketch with crayon"')
+    style.add_argument("--style-image", nargs="+", metavar="PATH",
+                       help="take the style from one or several pictures instead of a prompt (any size, at "
+                            "least 32 px a side): the target is their mean CLIP image embedding, and the "
+                            "directional losses start from the input's own CLIP image embedding (the ZeCon "
+                            "Style Image node)")
+    p.add_argument("--style-crops", type=_int_at_least(0), default=0, metavar="N",
+                   help="with --style-image: also average over N random augmented crops of each style "
+                        "picture (the style of its textures rather than of its composition). Default: %(default)s")
     p.add_argument("--source-prompt", default="Photo",
-                   help="what the input is now, for the directional CLIP losses (default: %(default)s)")
+                   help="what the input is now, for the directional CLIP losses of a --prompt "
+                        "(default: %(default)s)")
+    p.add_argument("--mask", default=None, metavar="PATH",
+                   help="restyle only a region: a picture of the input's size, white = restyle, black = keep "
+                        "the source (grey values blend; the nodes' MASK). Outside it the result is the "
+                        "unguided reconstruction of the input")
+    p.add_argument("--feather", type=_nonneg_float, default=None, metavar="PX",
+                   help="with --mask: width in pixels (at the working size) of the mask's soft edge, so the "
+                        "seam does not show. Default: 8 (as the nodes)")
     g = p.add_argument_group("models")
     g.add_argument("--model", default="imagenet", metavar="imagenet|ffhq|ffhq_baseline|PATH",
                    help="diffusion model: a registry key (downloaded on first use; ffhq_baseline must be "
@@ -542,6 +560,63 @@ def _load_input(path: str):
         raise CliError(EXIT_USAGE, f"cannot read {path} as an image: {e}") from None
 
 
+def _read_picture(path: str, option: str):
+    """A picture given to ``option`` as [1, 3, H, W] in [-1, 1]; exit 2 naming the option if it cannot be read."""
+    from PIL import UnidentifiedImageError
+
+    from ..files.images import load_image
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CliError(EXIT_USAGE, f"{option} {path}: " + ("not a file" if p.exists() else "file not found"))
+    try:
+        return load_image(p)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CliError(EXIT_USAGE, f"{option} {path}: cannot read it as an image: {e}") from None
+
+
+def load_mask(path: str, image, source, feather: float):
+    """The --mask picture as [1, H, W] in [0, 1] (white = restyle), checked against the input.
+
+    It must have the input's size (the size policy then resizes both alike) and keep some of the
+    picture at the working size; grey values give a partial restyle, as the nodes' MASK.
+    """
+    from ..guidance.mask import prepare_mask
+
+    picture = _read_picture(path, "--mask")
+    (mh, mw), (ih, iw) = picture.shape[-2:], image.shape[-2:]
+    if (mh, mw) != (ih, iw):
+        raise CliError(EXIT_USAGE, f"--mask {path} is {mw}x{mh} but the input is {iw}x{ih}; "
+                                   "draw the mask at the input's size")
+    mask = ((picture + 1) / 2).mean(dim=1).clamp(0, 1)   # grey level; white = 1 = restyle
+    try:
+        prepare_mask(mask, 1, *source.shape[-2:], feather)
+    except ValueError as e:
+        raise CliError(EXIT_USAGE, f"--mask {path}: {e} (white marks the region to restyle)") from None
+    return mask
+
+
+def load_style_image(path: str):
+    """One --style-image picture as [1, 3, H, W] in [-1, 1], checked as the Style Image node does."""
+    from ..guidance.style import check_style_images
+
+    picture = _read_picture(path, "--style-image")
+    try:
+        check_style_images(picture)
+    except ValueError as e:
+        raise CliError(EXIT_USAGE, f"--style-image {path}: {e}") from None
+    return picture
+
+
+def style_from_images(clip, pictures, crops: int, seed: int):
+    """One style from the --style-image pictures: the mean over pictures (each at its own size) of
+    the per-picture style, as ``encode_style_images`` does for one batch."""
+    from ..guidance.style import blend_styles, encode_style_images
+
+    styles = [encode_style_images(clip, pic, crops=crops, seed=seed + k) for k, pic in enumerate(pictures)]
+    return styles[0] if len(styles) == 1 else blend_styles([(st, 1.0) for st in styles])
+
+
 def label_noise(im):
     """Stamp a visible 'NOISE' banner on an image made by the tiny models."""
     from PIL import ImageDraw
@@ -671,7 +746,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         cfg = GuidanceConfig().replace(**changes)
     except ValueError as e:
         raise CliError(EXIT_USAGE, str(e)) from None
-    if cfg.uses_clip and not args.prompt.strip():
+    if args.style_image and not cfg.uses_clip:
+        raise CliError(EXIT_USAGE, "--style-image needs a CLIP loss, but every CLIP weight is 0")
+    if args.style_image is None and cfg.uses_clip and not args.prompt.strip():
         raise CliError(EXIT_USAGE, "--prompt is empty; describe a style, e.g. \"a sketch with crayon\" "
                                    "(or set every CLIP weight to 0 to guide by content only)")
     output = Path(args.output).expanduser()
@@ -680,12 +757,21 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if grid_path is not None:
         _check_output_path(grid_path, "--save-steps")
     _check_output_targets(Path(args.input).expanduser(), output, grid_path, overwrite=args.overwrite)
+    if args.feather is not None and args.mask is None:
+        raise CliError(EXIT_USAGE, "--feather is only used with --mask")
+    if args.style_crops and args.style_image is None:
+        raise CliError(EXIT_USAGE, "--style-crops is only used with --style-image")
     device = _pick_device(args.device)
     image = _load_input(args.input)
     try:
         source = prepare_source(image, args.size_policy, size)
     except ValueError as e:
         raise CliError(EXIT_USAGE, str(e)) from None
+    from ..guidance.mask import DEFAULT_FEATHER
+
+    feather = DEFAULT_FEATHER if args.feather is None else args.feather
+    mask = None if args.mask is None else load_mask(args.mask, image, source, feather)
+    style_images = None if args.style_image is None else [load_style_image(p) for p in args.style_image]
 
     # -- models
     folder = _models_dir(args.models_dir)
@@ -735,17 +821,27 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if grid_path is not None:
             snapshots.append((step, pred_x0[:1].detach().float().cpu()))
 
-    style = encode_style(clip, args.prompt, args.source_prompt) if cfg.uses_clip else None
+    if not cfg.uses_clip:
+        style = None
+    elif style_images is not None:
+        style = style_from_images(clip, style_images, args.style_crops, args.seed)
+    else:
+        style = encode_style(clip, args.prompt, args.source_prompt)
     with tqdm(total=n_invert, desc="invert ", unit="step", **bar_opts) as inv_bar:
         inv = invert(model, source, respacing=respacing, skip=skip, callback=on_invert)
     with tqdm(total=n_sample, desc="stylize", unit="step", **bar_opts) as sample_bar:
         out = sample_guided(model, inv, style, clip, cfg, vgg_model=vgg_model, sampler=args.sampler,
-                            eta=args.eta, seed=args.seed, callback=on_sample, on_losses=on_losses).cpu()
+                            eta=args.eta, seed=args.seed, callback=on_sample, on_losses=on_losses,
+                            mask=mask, feather=feather).cpu()
     seconds = time.monotonic() - t_start
 
     # -- write
     settings = {
-        "zecon_version": _version(), "prompt": args.prompt, "source_prompt": args.source_prompt,
+        "zecon_version": _version(), "prompt": args.prompt,
+        "source_prompt": args.source_prompt if args.style_image is None else None,
+        "style_images": [Path(p).name for p in args.style_image] if args.style_image else None,
+        "style_crops": args.style_crops if args.style_image else None,
+        "mask": Path(args.mask).name if args.mask else None, "feather": feather if args.mask else None,
         "model": Path(unet_path).name, "clip": clip.name if clip is not None else None,
         "respacing": respacing, "skip": skip, "seed": args.seed, "sampler": args.sampler, "eta": args.eta,
         "size_policy": args.size_policy, "size": size, "device": str(device), "precision": args.precision,

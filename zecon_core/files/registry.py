@@ -41,6 +41,9 @@ __all__ = [
     "display_name_not_downloaded",
     "parse_display_name",
     "default_cache_dir",
+    "WorkflowCheckpoint",
+    "WORKFLOW_CHECKPOINTS",
+    "frontend_model",
 ]
 
 KINDS = ("unet", "clip", "vgg", "taesd")
@@ -363,3 +366,81 @@ def default_cache_dir() -> Path:
     if xdg:
         return Path(xdg).expanduser() / "zecon" / "models"
     return Path.home() / ".cache" / "zecon" / "models"
+
+
+@dataclass(frozen=True)
+class WorkflowCheckpoint:
+    """A file a shipped latent workflow names in a stock loader: an SD checkpoint (Load Checkpoint) or a flow
+    model's diffusion model, text encoder or VAE (Load Diffusion Model / CLIP loaders / Load VAE).
+
+    The pack never downloads these (the latent workflows run on the user's own checkpoint; the
+    name is a placeholder). They are listed only so that the workflows can carry ComfyUI's model
+    metadata (``properties.models``: name, url, directory), with which the frontend offers the
+    download instead of a bare "missing" message.
+    """
+
+    filename: str
+    url: str
+    taesd: str   # registry key of the TAESD decoder for its latents ("" for text encoders and VAEs)
+    note: str
+    directory: str = "checkpoints"
+
+
+#: Checkpoints named by the shipped latent workflows, at their canonical public URLs (not in the
+#: table above: the pack does not fetch or verify them; ComfyUI's frontend downloads them on request).
+WORKFLOW_CHECKPOINTS: Mapping[str, WorkflowCheckpoint] = MappingProxyType({c.filename: c for c in (
+    WorkflowCheckpoint(
+        "v1-5-pruned-emaonly.safetensors",
+        "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/v1-5-pruned-emaonly.safetensors",
+        "taesd_decoder",
+        "Stable Diffusion 1.5 (EMA weights) at stable-diffusion-v1-5/stable-diffusion-v1-5, where Hugging Face "
+        "moved the withdrawn runwayml/stable-diffusion-v1-5 repository (CreativeML Open RAIL-M licence)."),
+    WorkflowCheckpoint(
+        "sd_xl_base_1.0.safetensors",
+        "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"
+        "?download=true",
+        "taesdxl_decoder",
+        "SDXL 1.0 base by Stability AI (CreativeML Open RAIL++-M licence); the URL ComfyUI's own SDXL "
+        "templates carry."),
+    # the flow workflows' files, at the URLs ComfyUI's own templates (comfyui-workflow-templates 0.7.25) carry
+    WorkflowCheckpoint(
+        "flux1-dev.safetensors", "https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+        "taef1_decoder", "FLUX.1 [dev] by Black Forest Labs (FLUX.1 [dev] Non-Commercial License).",
+        "diffusion_models"),
+    WorkflowCheckpoint(
+        "clip_l.safetensors", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        "", "CLIP-L text encoder for Flux.1 (DualCLIPLoader, type flux).", "text_encoders"),
+    WorkflowCheckpoint(
+        "t5xxl_fp8_e4m3fn_scaled.safetensors",
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn_scaled.safetensors",
+        "", "T5-XXL text encoder (fp8) for Flux.1.", "text_encoders"),
+    WorkflowCheckpoint(
+        "ae.safetensors",
+        "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
+        "", "The Flux VAE (Flux.1, Lumina 2, Z-Image).", "vae"),
+    WorkflowCheckpoint(
+        "z_image_turbo_bf16.safetensors",
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
+        "z_image_turbo_bf16.safetensors",
+        "taef1_decoder", "Z-Image Turbo by Tongyi-MAI (Apache-2.0).", "diffusion_models"),
+    WorkflowCheckpoint(
+        "qwen_3_4b.safetensors",
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+        "", "Qwen3-4B text encoder for Z-Image (CLIPLoader, type lumina2).", "text_encoders"),
+)})
+
+
+def frontend_model(name: str) -> dict[str, str]:
+    """ComfyUI's model metadata for a file a workflow needs: ``{"name", "url", "directory"}``.
+
+    ``name``: a registry key or file name (its first URL; its ComfyUI models sub-folder) or a file of
+    :data:`WORKFLOW_CHECKPOINTS`. A node's ``properties.models`` holds a list of these; the frontend
+    offers the download of those whose ``name`` is one of the node's widget values and is not on disk.
+    """
+    if name in WORKFLOW_CHECKPOINTS:
+        c = WORKFLOW_CHECKPOINTS[name]
+        return {"name": c.filename, "url": c.url, "directory": c.directory}
+    entry = get_known(name)
+    if entry is None or not entry.urls:
+        raise ValueError(f"no download URL is known for {name!r}")
+    return {"name": entry.filename, "url": entry.urls[0], "directory": comfy_models_subdir(entry.kind)}

@@ -18,6 +18,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+#: The pixel sampler node's and the CLI's default feather (px at the working size).
+DEFAULT_FEATHER = 8
+
 
 def prepare_mask(mask: torch.Tensor, batch: int, height: int, width: int,
                  feather: float = 0.0) -> torch.Tensor | None:

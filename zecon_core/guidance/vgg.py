@@ -36,12 +36,14 @@ class VGGFeatures(nn.Module):
             nn.MaxPool2d(2, 2),
             nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(),
         )
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
 
     def forward(self, x):
         f = self.features
-        x = (x - self.mean) / self.std
+        # the constants in x's own dtype, as torchvision's Normalize makes them: float32 constants
+        # would put a 5e-8 relative error into a float64 evaluation
+        mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device)[:, None, None]
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device)[:, None, None]
+        x = (x - mean) / std
         conv1_1 = F.relu(f[0](x))
         conv2_1 = F.relu(f[5](f[4](F.relu(f[2](conv1_1)))))
         return conv1_1, conv2_1

@@ -45,7 +45,8 @@ import torch
 from ..guidance.core import CONTENT_LOSSES, LossView, NonFiniteError, ZeconGuidance
 from ..guidance.mask import inside, keep_outside
 
-__all__ = ["EPS_SHIFT", "GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "ShiftRule", "needs_decoder"]
+__all__ = ["EPS_SHIFT", "GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "ShiftRule", "needs_decoder",
+           "source_for_batch"]
 
 GUIDANCE_MODES = ("shortcut", "full")
 N_REF = 3 * 256 * 256   # elements of one image of the original's 256-px pixel model
@@ -97,6 +98,18 @@ class LatentSource:
             return cls(latent, decode(latent).float())
 
 
+def source_for_batch(latent: torch.Tensor, batch: int) -> torch.Tensor:
+    """The source latents of a batch of ``batch`` sampled images: ``latent`` itself, or one source picture
+    copied for every image (several seeds or styles of one picture), so every loss compares each image
+    with its own copy, exactly as with a batch of copies of that picture."""
+    n = latent.shape[0]
+    if n == batch:
+        return latent
+    if n != 1:
+        raise ValueError(f"{n} source latents for a batch of {batch} (give one source, or one per image)")
+    return latent.expand(batch, *latent.shape[1:]).contiguous()
+
+
 class LatentGuidance:
     """``guidance(denoise, x, sigma, step, mode) -> (D', {loss: weighted value})``.
 
@@ -105,6 +118,8 @@ class LatentGuidance:
     see :func:`needs_decoder`); ``source``: the source;
     ``mask``: None, or [B or 1, 1, h, w] in [0, 1] at the latent's size (1 = restyle);
     ``strength``: multiplies the shift; ``rule``: the noise form (:class:`ShiftRule`, default ε / v).
+    After each call ``shift_ratio`` holds max |shift| / max |D| of that step (how far the shift outgrows
+    the prediction: far above 1, the result is the shift, not a picture).
     """
 
     def __init__(self, losses: ZeconGuidance, decode: Decode | None, source: LatentSource,
@@ -112,6 +127,7 @@ class LatentGuidance:
         self.losses, self.decode, self.source, self.mask = losses, decode, source, mask
         self.strength = float(strength)
         self.rule = rule
+        self.shift_ratio = 0.0   # of the last call: max |shift| / max |D|
         self.on = losses.weights_on()
         if needs_decoder(self.on) and (decode is None or source.image is None):
             raise ValueError("the CLIP, VGG and range losses need a decoder and the decoded source")
@@ -172,6 +188,8 @@ class LatentGuidance:
             g = g / self.rule.signal(sigma.to(g).reshape(-1, *([1] * (g.ndim - 1))))
             if not torch.isfinite(g).all():
                 raise NonFiniteError("the guidance gradient is not finite after the backward through the UNet")
-        out = den.float() + self.shift_scale(sigma, g) * inside(g, self.mask)
+        shift = self.shift_scale(sigma, g) * inside(g, self.mask)
+        self.shift_ratio = float(shift.abs().max() / den.float().abs().max().clamp_min(1e-6))
+        out = den.float() + shift
         out = keep_outside(out, self.source.latent.to(out), self.mask)
         return out.to(den.dtype), values

@@ -126,10 +126,10 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype."""
+    """GroupNorm computed in float32 for half-precision inputs (as ADM does), in float64 for float64 ones."""
 
     def forward(self, x):
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x if x.dtype == torch.float64 else x.float()).type(x.dtype)
 
 
 def normalization(channels: int) -> nn.Module:
@@ -322,7 +322,8 @@ class UNetModel(nn.Module):
         self.out = nn.Sequential(normalization(ch), nn.SiLU(), Conv2d(input_ch, cfg.out_channels, 3, padding=1))
 
     def _embed(self, timesteps, y):
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+        t_emb = timestep_embedding(timesteps, self.model_channels)
+        emb = self.time_embed(t_emb.to(self.time_embed[0].weight.dtype))  # float64 weights run in float64
         if self.num_classes is not None:
             if y is None:
                 raise ValueError("this UNet is class-conditional: pass class labels y")

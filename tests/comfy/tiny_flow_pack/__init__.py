@@ -5,6 +5,7 @@ Load it with the harness: ``comfy_server_factory(packs={"zecon_tiny_flow": TINY_
   ZeconTestTinyFlow (family, seed, width, height) -> MODEL, positive, negative, LATENT
       MODEL: tiny_flow.tiny_model(family, seed); conditionings without a text encoder
       (seeds seed + 1, seed + 2); a standard-normal LATENT of width/8 x height/8 (seed + 3)
+  ZeconTestTinyFlowVAE (family, seed) -> VAE  (tiny_flow.tiny_vae: the family's latents)
 
 The models come from tests/comfy/tiny_flow.py and tiny_sd.py, loaded from this folder's parent
 under private module names (tiny_sd's is the one tests/comfy/tiny_sd_pack uses), so nothing else
@@ -52,5 +53,24 @@ class ZeconTestTinyFlow:
                 tiny_flow.conditioning(family, seed + 2), {"samples": latent})
 
 
-NODE_CLASS_MAPPINGS = {"ZeconTestTinyFlow": ZeconTestTinyFlow}
-NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinyFlow": "ZeCon test: tiny flow model"}
+class ZeconTestTinyFlowVAE:
+    DESCRIPTION = "Tiny random-weight VAE whose latents are one flow family's (tests only)."
+    CATEGORY = "zecon_tests"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "family": (list(tiny_flow.FAMILIES), {"default": "flux_dev",
+                                                  "tooltip": "The flow family whose latents the VAE makes."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                             "tooltip": "Weights are drawn from this seed: same seed, same VAE."})}}
+
+    def build(self, family, seed):
+        return (tiny_flow.tiny_vae(family, seed),)
+
+
+NODE_CLASS_MAPPINGS = {"ZeconTestTinyFlow": ZeconTestTinyFlow, "ZeconTestTinyFlowVAE": ZeconTestTinyFlowVAE}
+NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinyFlow": "ZeCon test: tiny flow model",
+                              "ZeconTestTinyFlowVAE": "ZeCon test: tiny flow VAE"}
