@@ -149,7 +149,8 @@ def test_flow_workflows_declare_the_files_to_fetch(server, frontend, name):
     assert report.ok, report
     kept = frontend.evaluate("() => Object.fromEntries(app.graph.nodes.filter(n => n.properties?.models)"
                              ".map(n => [n.type, n.properties.models.map(m => m.name)]))")
-    assert kept == {n["type"]: [m["name"] for m in n["properties"]["models"]] for n in loaders}
+    assert kept == {**{n["type"]: [m["name"] for m in n["properties"]["models"]] for n in loaders},
+                    "ZeconGuider": ["taef1_decoder.pth"]}
 
 
 _MISSING_MODELS_HOOK_JS = """
