@@ -196,18 +196,19 @@ def build_vgg(device):
 
 
 class RandomVAE:
-    """What ``backbone.vae_decoder`` reads of a ComfyUI VAE: the SD VAE's first stage (random weights)."""
+    """What ``backbone.vae_decoder`` reads of a ComfyUI VAE: the SD VAE's first stage (random weights); with
+    ``latent_channels`` 16 the decoder of the Flux / SD3 VAE (same layers, 16 latent channels)."""
 
-    def __init__(self, device, dtype=torch.float32):
+    def __init__(self, device, dtype=torch.float32, latent_channels: int = 4):
         from comfy.ldm.models.autoencoder import AutoencoderKL
         with torch.device(device) if torch.device(device).type == "meta" else contextlib.nullcontext():
-            stage = AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4)
+            stage = AutoencoderKL(ddconfig={**VAE_DDCONFIG, "z_channels": latent_channels}, embed_dim=latent_channels)
         stage = stage.to(device)
         if torch.device(device).type != "meta":
             fill_random_(stage)
         self.first_stage_model = stage
         self.vae_dtype = dtype
-        self.latent_channels = 4
+        self.latent_channels = latent_channels
         self.downscale_ratio = 8
 
 
@@ -303,16 +304,16 @@ def meta_scalars():
         mm.get_free_memory = free
 
 
-def component_counter():
+def component_counter(components=COMPONENTS):
     """``zecon_core.apps.flops.FlopCount`` that books each op on the innermost labelled component
-    (forward), or on ``backward`` while autograd runs a backward node."""
+    (forward), or on ``backward`` while autograd runs a backward node; ``components``: the labels."""
     from zecon_pack.zecon_core.apps.flops import FlopCount
 
     class ComponentCount(FlopCount):
         def __init__(self):
             super().__init__()
             self.stack = []
-            self.by_component = {k: 0 for k in COMPONENTS}
+            self.by_component = {k: 0 for k in components}
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             before = self.total

@@ -550,7 +550,7 @@ def test_no_network_at_import(monkeypatch):
 
 def test_registry_table():
     assert set(reg.KNOWN_MODELS) == {"imagenet", "ffhq", "ffhq_baseline", "vgg19", "clip_vit_b16_openai",
-                                     "taesd_decoder", "taesdxl_decoder"}
+                                     "taesd_decoder", "taesdxl_decoder", "taesd3_decoder", "taef1_decoder"}
     im = reg.KNOWN_MODELS["imagenet"]
     assert (im.kind, im.filename, im.size) == ("unet", "256x256_diffusion_uncond.pt", 2_211_383_297)
     assert im.sha256 == "a37c32fffd316cd494cf3f35b339936debdc1576dad13fe57c42399a5dbc78b1"
@@ -583,7 +583,8 @@ def test_registry_lookups():
     assert [m.key for m in reg.known_for_kind("unet")] == ["imagenet", "ffhq", "ffhq_baseline"]
     assert [m.key for m in reg.known_for_kind("vgg")] == ["vgg19"]
     assert [m.key for m in reg.known_for_kind("clip")] == ["clip_vit_b16_openai"]
-    assert [m.key for m in reg.known_for_kind("taesd")] == ["taesd_decoder", "taesdxl_decoder"]
+    assert [m.key for m in reg.known_for_kind("taesd")] == ["taesd_decoder", "taesdxl_decoder", "taesd3_decoder",
+                                                           "taef1_decoder"]
     with pytest.raises(ValueError):
         reg.known_for_kind("lora")
 

@@ -16,6 +16,8 @@ import pytest
 from zecon_core.files.registry import (KNOWN_MODELS, WORKFLOW_CHECKPOINTS, comfy_models_subdir, get_known,
                                        parse_display_name)
 
+#: stock loaders -> how many of their first widgets name files (registry.WORKFLOW_CHECKPOINTS)
+LOADER_FILES = {"CheckpointLoaderSimple": 1, "UNETLoader": 1, "DualCLIPLoader": 2, "CLIPLoader": 1, "VAELoader": 1}
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 #: the frontend's download rule (MissingModelsWarning): these sources and suffixes get a Download button
 FRONTEND_SOURCES, FRONTEND_SUFFIXES = ("https://huggingface.co/", "https://civitai.com/"), (".safetensors", ".sft")
@@ -52,13 +54,15 @@ def test_model_metadata_matches_the_registry(path):
 def test_every_file_to_fetch_has_its_metadata(path):
     ws = nodes(path.name)
     names = lambda node: [m["name"] for m in node.get("properties", {}).get("models", [])]  # noqa: E731
-    checkpoints = [n for n in ws if n["type"] == "CheckpointLoaderSimple"]
-    for node in checkpoints:
-        ckpt = node["widgets_values"][0]
-        assert ckpt in WORKFLOW_CHECKPOINTS, f"{path.stem}: {ckpt} has no URL in registry.WORKFLOW_CHECKPOINTS"
-        assert names(node) == [ckpt]            # the widget's value: the frontend offers this one
-        url = WORKFLOW_CHECKPOINTS[ckpt].url
-        assert url.startswith(FRONTEND_SOURCES) and ckpt.endswith(FRONTEND_SUFFIXES)
+    loaders = [n for n in ws if n["type"] in LOADER_FILES]
+    for node in loaders:
+        files = node["widgets_values"][:LOADER_FILES[node["type"]]]
+        for ckpt in files:
+            assert ckpt in WORKFLOW_CHECKPOINTS, f"{path.stem}: {ckpt} has no URL in registry.WORKFLOW_CHECKPOINTS"
+            url = WORKFLOW_CHECKPOINTS[ckpt].url
+            assert url.startswith(FRONTEND_SOURCES) and ckpt.endswith(FRONTEND_SUFFIXES)
+        assert names(node) == files              # the widget values: the frontend offers these
+    checkpoints = [n for n in loaders if n["type"] in ("CheckpointLoaderSimple", "UNETLoader")]
     for node in (n for n in ws if n["type"] == "ZeconDiffusionLoader"):
         label = node["widgets_values"][0]
         entry = parse_display_name(label) or get_known(label)
@@ -70,6 +74,6 @@ def test_every_file_to_fetch_has_its_metadata(path):
         taesd = KNOWN_MODELS[WORKFLOW_CHECKPOINTS[ckpt_node["widgets_values"][0]].taesd]
         assert taesd.kind == "taesd" and names(node) == [taesd.filename]
     carriers = {n["type"] for n in ws if n.get("properties", {}).get("models")}
-    assert carriers <= {"CheckpointLoaderSimple", "ZeconDiffusionLoader", "ZeconGuider"}
-    needed = {"CheckpointLoaderSimple", "ZeconDiffusionLoader", "ZeconGuider"} & {n["type"] for n in ws}
+    assert carriers <= {*LOADER_FILES, "ZeconDiffusionLoader", "ZeconGuider"}
+    needed = {*LOADER_FILES, "ZeconDiffusionLoader", "ZeconGuider"} & {n["type"] for n in ws}
     assert carriers == needed, path.stem

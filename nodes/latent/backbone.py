@@ -97,8 +97,8 @@ def check_model(model) -> None:
         kind = getattr(getattr(base, "model_type", None), "name", "?")
         raise ValueError(
             f"model: {type(base).__name__} (prediction type {kind}) is not supported. ZeCon's latent mode needs a "
-            f"UNet diffusion model with ε or v prediction (SD1.5, SD2.x, SDXL); flow-matching and DiT models "
-            f"(SD3, Flux, ...) are not supported.")
+            f"UNet diffusion model with ε or v prediction (SD1.5, SD2.x, SDXL) or a rectified-flow image model "
+            f"(Flux, SD3, Qwen-Image, Z-Image, Chroma).")
 
 
 def check_vae(vae, model) -> None:

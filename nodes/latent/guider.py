@@ -1,11 +1,12 @@
-"""ZeCon Guider: a GUIDER for SamplerCustomAdvanced that steers the user's SD model with the ZeCon losses.
+"""ZeCon Guider: a GUIDER for SamplerCustomAdvanced that steers the user's SD or flow model with the ZeCon losses.
 
 Only ``CFGGuider.predict_noise`` is overridden (it returns ComfyUI's denoised prediction):
 outside the guidance window, or with every weight at 0, it is CFGGuider's own; inside, the
 prediction goes through ``zecon_core.latent.LatentGuidance``. The per-run state (copies of
 the encoder blocks and the decoder, the decoded source, the seeded draws) lives in the
 sampler's per-run ``model_options`` and is built at the first guided call, after ComfyUI
-has loaded the model with its patches.
+has loaded the model with its patches. Flow models (``plan.family`` not ``"sd"``) take the flow
+shift, DiT features and decoders of ``nodes/flow/guidance.py``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch
 from ...zecon_core.guidance.clip_model import ClipModel
 from ...zecon_core.guidance.draws import Draws
 from ...zecon_core.guidance.core import GuidanceConfig, GuidanceInputs, ZeconGuidance
-from ...zecon_core.latent import LatentGuidance, LatentSource, needs_decoder, source_for_batch
+from ...zecon_core.flow import FLOW_SHIFT
+from ...zecon_core.latent import EPS_SHIFT, LatentGuidance, LatentSource, needs_decoder, source_for_batch
 from ...zecon_core.guidance.mask import prepare_mask
 from ...zecon_core.guidance.style import StylePrompt, check_style, style_embeddings
 from ..device import plain
+from ..flow import guidance as FG
 from ..progress import tell
 from . import backbone as B
 
@@ -58,6 +61,7 @@ class GuiderPlan:
     checkpointing: bool = False        # full mode: recompute the UNet's blocks in the backward
     mask: torch.Tensor | None = None   # ComfyUI MASK: restyle only there
     feather: float = 0.0               # pixels of the decoded image
+    family: str = "sd"                 # "sd" or the flow family (nodes/flow/guidance.guided_family)
     node_id: str | None = None         # the guider node (its progress text)
 
     @property
@@ -111,6 +115,7 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
                 guidance = model_options[RUN_KEY] = self._start_run(x)
             sigma = timestep.clone()   # a normal tensor: the sampler made it under inference mode
             full = self.plan.mode == "full"
+            frame = FG.SingleFrame(x.ndim == 5)
             guided_options = model_options
             if full:   # a backward through the UNet: its attention must be differentiable (not SageAttention),
                 guided_options = dict(model_options)   # and its patches must not write into saved tensors (FreeU)
@@ -122,41 +127,60 @@ class ZeconCFGGuider(comfy.samplers.CFGGuider):
                     self.inner_model, xx, sigma, self.conds.get("negative"), self.conds.get("positive"),
                     self.cfg, model_options=guided_options, seed=seed)
 
-            recompute = full and self.plan.checkpointing
-            with B.checkpointed_blocks(self.inner_model.diffusion_model) if recompute else contextlib.nullcontext():
-                out, _ = guidance(denoise, x, sigma, step, self.plan.mode)
+            recompute = full and self.plan.checkpointing and self.plan.family == FG.SD
+            dm = self.inner_model.diffusion_model
+            with contextlib.ExitStack() as stack:
+                if recompute:
+                    stack.enter_context(B.checkpointed_blocks(dm))
+                if full and self.plan.family != FG.SD:
+                    FG.normal_parameters(dm)
+                    stack.enter_context(FG.out_of_place_blocks(dm, self.plan.family))
+                out, _ = guidance(frame.denoise(denoise), frame.down(x), sigma, step, self.plan.mode)
         if guidance.shift_ratio > SHIFT_WARNING and not model_options.get(WARNED_KEY):
             model_options[WARNED_KEY] = True
             tell(f"ZeCon Guider: the guidance shift is {guidance.shift_ratio:.3g} times the prediction's largest "
                  f"value (step {step}): the result will be the shift, not a picture. Lower the strength "
                  f"({self.plan.strength:g}) or the loss weights.", self.plan.node_id)
-        return out
+        return frame.up(out)
 
     def _start_run(self, x: torch.Tensor) -> LatentGuidance:
+        if self.plan.family != FG.SD:
+            frame = FG.SingleFrame(x.ndim == 5)
+            features = None
+            if self.plan.config.zecon > 0:
+                features = frame.features(FG.flow_features(self.model_patcher, self.conds, self.plan.config.zecon_layers,
+                                                           x.device))
+            return start_run(self.plan, self.inner_model, None, None, frame.down(x), features, FLOW_SHIFT)
         context, y = B.uncond_inputs(self.conds)
         return start_run(self.plan, self.inner_model, context, y, x)
 
 
-def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor) -> LatentGuidance:
+def start_run(plan: GuiderPlan, base, context: torch.Tensor | None, y: torch.Tensor | None, x: torch.Tensor,
+              features=None, rule=EPS_SHIFT) -> LatentGuidance:
     """The guidance of one sampling run of ``base`` (a loaded ComfyUI BaseModel) on latents like ``x``.
 
-    ``context`` / ``y``: the unconditional cross-attention context (and SDXL's ``y``) for the ZeCon features.
+    ``context`` / ``y``: the unconditional cross-attention context (and SDXL's ``y``) for the UNet's ZeCon
+    features; ``features``: instead of those, the model's own ``features(z, layers)`` (flow DiTs);
+    ``rule``: the shift rule of the model's noise form. A 5-D (one-frame) source is taken as 4-D.
     """
     dev, batch, cfg = x.device, x.shape[0], plan.config
     z_src = base.process_latent_in(plain(plan.source).to(dev, torch.float32))
+    if z_src.ndim == x.ndim + 1:
+        z_src = FG.SingleFrame(True).down(z_src)
     check_source_latent(z_src, x)
     decode = None
     if needs_decoder(cfg.weights_on()):
         if plan.decoder == "vae":
-            decode = B.vae_decoder(plan.vae, base, dev)
+            vae_decoder = B.vae_decoder if plan.family == FG.SD else FG.stage_decoder
+            decode = vae_decoder(plan.vae, base, dev)
         else:
             decode = B.taesd_decoder(plan.taesd_path, base.latent_format.latent_channels, dev)
     source = LatentSource.decoded(source_for_batch(z_src, batch), decode)
     latent_mask, region = run_masks(plan, batch, x.shape[-2:], None if source.image is None else source.image.shape[-2:])
-    features = None
     if cfg.zecon > 0:
-        encoder = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
-        features = source_cached(encoder, source.latent)
+        if features is None:
+            features = B.EncoderFeatures(base, cfg.zecon_layers, plain(context), None if y is None else plain(y), dev)
+        features = source_cached(features, source.latent)
     tgt = src = torch.zeros(1, 1, device=dev)
     clip = None
     if cfg.uses_clip:
@@ -170,7 +194,7 @@ def start_run(plan: GuiderPlan, base, context: torch.Tensor, y: torch.Tensor | N
                            features=features, clip=clip, vgg=vgg,
                            clip_autocast=torch.bfloat16 if cuda else None,
                            clip_batch=GPU_CLIP_BATCH if cuda else "auto")
-    return LatentGuidance(losses, decode, source, mask=latent_mask, strength=plan.strength)
+    return LatentGuidance(losses, decode, source, mask=latent_mask, strength=plan.strength, rule=rule)
 
 
 def run_masks(plan: GuiderPlan, batch: int, latent_hw, image_hw):

@@ -10,6 +10,7 @@ from ...zecon_core.guidance.core import CLIP_LOSSES, GuidanceConfig
 from ...zecon_core.latent import GUIDANCE_MODES, needs_decoder
 from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
+from ..flow import guidance as FG
 from ..pixel.sampler import SEED_MAX
 from ..progress import tell
 from ..types import CATEGORY, ZeconClip, ZeconGuidanceType, ZeconStyle
@@ -28,19 +29,29 @@ def own_weight_copy(weight):
 
 
 def differentiable_clone(model):
-    """A clone of the ModelPatcher whose UNet weights go through ``own_weight_copy`` (full mode)."""
+    """A clone of the ModelPatcher whose diffusion-model weights go through ``own_weight_copy`` (full mode);
+    only the weights of ComfyUI's casting ops take wrappers (for the others, e.g. SD3.5's RMSNorm, see
+    ``nodes/flow/guidance.normal_parameters``)."""
     clone = model.clone()
     for key in clone.model.state_dict():
-        if key.startswith("diffusion_model."):
+        owner = key.rpartition(".")[0]
+        if key.startswith("diffusion_model.") and hasattr(clone.model.get_submodule(owner), "weight_function"):
             clone.add_weight_wrapper(key, own_weight_copy)
     return clone
 
 
-def resolve_config(bundle, unet, zecon_layers: str, has_style: bool) -> GuidanceConfig:
-    """The loss weights for this UNet: the bundle's (or the defaults), its ZeCon layers, CLIP off without a style."""
+def resolve_config(bundle, model, family: str, zecon_layers: str, has_style: bool) -> GuidanceConfig:
+    """The loss weights for this model: the bundle's (or the defaults), its ZeCon layers (UNet input blocks,
+    or transformer blocks of a flow model), CLIP off without a style."""
     config = bundle.config if bundle is not None else GuidanceConfig(vgg=0.0)
-    layers = B.default_layers(unet) if zecon_layers.strip() == AUTO_LAYERS else V.parse_layers(zecon_layers)
-    B.check_layers(unet, layers)
+    auto = zecon_layers.strip() == AUTO_LAYERS
+    if family == FG.SD:
+        unet = model.model.diffusion_model
+        layers = B.default_layers(unet) if auto else V.parse_layers(zecon_layers)
+        B.check_layers(unet, layers)
+    else:
+        layers = FG.default_layers(model, family) if auto else V.parse_layers(zecon_layers)
+        FG.check_layers(model, family, layers)
     changes = {"zecon_layers": layers}
     if not has_style:
         changes.update({k: 0.0 for k in CLIP_LOSSES})
@@ -67,14 +78,17 @@ class ZeconGuider(io.ComfyNode):
             node_id="ZeconGuider",
             display_name="ZeCon Guider (SD latent)",
             category=CATEGORY,
-            description="ZeCon on your own Stable Diffusion model (SD1.5, SD2.x, SDXL): a GUIDER for "
+            description="ZeCon on your own latent model: Stable Diffusion (SD1.5, SD2.x, SDXL) or a rectified-flow "
+                        "model (Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image); a GUIDER for "
                         "SamplerCustomAdvanced. Classifier-free guidance with your prompt, plus the ZeCon losses: "
-                        "the contrastive loss on the UNet's own encoder features and the MSE keep the source's "
-                        "content; optional CLIP losses (connect a ZeCon CLIP and Style) pull towards a style. Start "
-                        "the sampler from ZeCon Latent Inversion's latent and sigmas.",
+                        "the contrastive loss on the model's own features (UNet encoder blocks, or a DiT's first "
+                        "transformer blocks) and the MSE keep the source's content; optional CLIP losses (connect a "
+                        "ZeCon CLIP and Style) pull towards a style. Start the sampler from ZeCon Latent Inversion's "
+                        "latent and sigmas.",
             inputs=[
-                io.Model.Input("model", tooltip="The Stable Diffusion model (from Load Checkpoint / Load Diffusion "
-                                                "Model; LoRAs applied are kept). UNet models with ε or v prediction."),
+                io.Model.Input("model", tooltip="The model (Load Checkpoint / Load Diffusion Model; LoRAs applied are "
+                                                "kept): an SD UNet with ε or v prediction, or a rectified-flow image "
+                                                "model (Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Z-Image)."),
                 io.Conditioning.Input("positive", tooltip="Your prompt for the model, e.g. 'a watercolor painting "
                                                           "of ...' (the style can live here)."),
                 io.Conditioning.Input("negative", tooltip="Negative prompt; its (usually empty) text is also the "
@@ -104,13 +118,15 @@ class ZeconGuider(io.ComfyNode):
                              tooltip="Seed of the guidance's random draws (CLIP crops and augmentations, ZeCon "
                                      "patch positions); image b of a batch uses seed + b."),
                 io.String.Input("zecon_layers", default=AUTO_LAYERS,
-                                tooltip="UNet input blocks whose features the ZeCon loss compares, comma separated; "
-                                        "auto: block 0 and the last block of every resolution level but the deepest "
-                                        "(SD1.5: 0,2,5,8; SDXL: 0,2,5)."),
+                                tooltip="Blocks whose features the ZeCon loss compares, comma separated: UNet input "
+                                        "blocks (auto: block 0 and the last block of every resolution level but the "
+                                        "deepest; SD1.5: 0,2,5,8; SDXL: 0,2,5), or a flow model's transformer blocks "
+                                        "in run order (auto: 0,2,4)."),
                 io.Boolean.Input("gradient_checkpointing", default=False, optional=True,
                                  tooltip="full mode: recompute the UNet's blocks during the backward pass instead "
                                          "of keeping their activations. Same result, much less memory (SDXL full "
-                                         "mode on 24 GB), one more UNet forward per guided step."),
+                                         "mode on 24 GB), one more UNet forward per guided step. SD UNets only "
+                                         "(flow models ignore it)."),
                 io.Vae.Input("vae", optional=True, tooltip="The model's VAE: needed for decoder 'vae'; checked "
                                                            "against the model's latent format."),
                 ZeconClip.Input("clip", optional=True, tooltip="CLIP that scores the style (ZeCon CLIP Loader). "
@@ -150,17 +166,22 @@ class ZeconGuider(io.ComfyNode):
                 feather=8, guidance=None) -> io.NodeOutput:
         V.result(*V.schema_errors(cls, dict(cfg=cfg, mode=mode, decoder=decoder, start_percent=start_percent,
                                             end_percent=end_percent, strength=strength, feather=feather), None))
-        B.check_model(model)
+        family = FG.guided_family(model)
+        flow = family != FG.SD
         if vae is not None:
-            B.check_vae(vae, model)
+            (FG.check_vae if flow else B.check_vae)(vae, model)
         if decoder == "vae":
             if vae is None:
                 raise ValueError("vae: decoder 'vae' needs the model's VAE connected (or use decoder 'taesd')")
-            B.check_kl_vae(vae)
+            if not flow:
+                B.check_kl_vae(vae)
         if style is not None and clip is None:
             raise ValueError("clip: a style is connected but no CLIP model to score it")
-        config = resolve_config(guidance, model.model.diffusion_model, zecon_layers, style is not None)
+        config = resolve_config(guidance, model, family, zecon_layers, style is not None)
         samples = source["samples"]
+        FG.check_source(samples, model, "source")
+        if flow and strength > 0 and needs_decoder(config.weights_on()):
+            FG.check_decoder(decoder, model, vae)
         if source.get("noise_mask") is not None:
             if mask is None:
                 mask = source["noise_mask"]   # SetLatentNoiseMask on the source: restyle that region
@@ -178,6 +199,7 @@ class ZeconGuider(io.ComfyNode):
                           style=style if config.uses_clip else None,
                           vgg=guidance.vgg if guidance is not None else None,
                           checkpointing=bool(gradient_checkpointing), mask=mask, feather=float(feather),
+                          family=family,
                           node_id=cls.hidden.unique_id)
         patcher = differentiable_clone(model) if mode == "full" and plan.active else model
         guider = ZeconCFGGuider(patcher, plan)

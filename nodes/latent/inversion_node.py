@@ -17,14 +17,16 @@ import latent_preview
 import torch
 from comfy_api.latest import io
 
+from ...zecon_core import flow
 from ...zecon_core.latent import invert
 from .. import validation as V
+from ..flow import guidance as FG
 from ..progress import tell
-from .backbone import check_model
 
 
-def inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None):
-    """A k-diffusion sampler function (ComfyUI's KSAMPLER) that runs the inversion up ``sigmas``."""
+def inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=None, rectified_flow=False):
+    """A k-diffusion sampler function (ComfyUI's KSAMPLER) that runs the inversion up ``sigmas``
+    (``rectified_flow``: ``zecon_core.flow.invert``, which refuses levels reaching σ = 1)."""
     extra_args = extra_args or {}
 
     def denoise(xx, sigma):
@@ -34,7 +36,7 @@ def inversion_sampler(model, x, sigmas, extra_args=None, callback=None, disable=
         if callback is not None:
             callback({"x": xx, "i": step - 1, "sigma": sigmas[step], "sigma_hat": sigmas[step], "denoised": den})
 
-    return invert(denoise, x, sigmas, report)
+    return (flow.invert if rectified_flow else invert)(denoise, x, sigmas, report)
 
 
 def inversion_sigmas(model, steps: int, denoise: float, scheduler: str) -> torch.Tensor:
@@ -67,12 +69,14 @@ class ZeconLatentInversion(io.ComfyNode):
             node_id="ZeconLatentInversion",
             display_name="ZeCon Latent Inversion (SD)",
             category="ZeCon",
-            description="Deterministic inversion of a VAE-encoded picture with your SD model (DDIM / Euler on the "
-                        "probability-flow ODE): gives the noisy latent that the model would turn back into the "
+            description="Deterministic inversion of a VAE-encoded picture with your SD or rectified-flow model "
+                        "(DDIM / Euler on the probability-flow ODE, up the flipped sigmas): gives the noisy latent that the model would turn back into the "
                         "picture, and the sigmas that continue from it. Sample with SamplerCustomAdvanced, "
                         "DisableNoise and the ZeCon Guider.",
             inputs=[
-                io.Model.Input("model", tooltip="The Stable Diffusion model (the one you sample with)."),
+                io.Model.Input("model", tooltip="The model you sample with: SD (ε / v) or rectified flow (Flux, SD3, "
+                                                "Qwen-Image, Z-Image, Chroma; their schedules must stay below σ = 1, "
+                                                "so denoise < 1)."),
                 io.Latent.Input("latent", tooltip="VAE Encode of the source picture (a batch is fine)."),
                 io.Conditioning.Input("conditioning", tooltip="Prompt for the inversion: an empty prompt or a plain "
                                                               "description of the source picture."),
@@ -108,13 +112,21 @@ class ZeconLatentInversion(io.ComfyNode):
     @classmethod
     def execute(cls, model, latent, conditioning, cfg, steps, denoise, scheduler, sigmas=None) -> io.NodeOutput:
         V.result(*V.schema_errors(cls, dict(cfg=cfg, steps=steps, denoise=denoise, scheduler=scheduler), None))
-        check_model(model)
         made_by = "sigmas"
+        rectified_flow = FG.guided_family(model) != FG.SD
+        given = sigmas is not None
         if sigmas is None:
             sigmas = inversion_sigmas(model, steps, denoise, scheduler)
             made_by = f"scheduler: {scheduler} at {steps} step(s), denoise {denoise}"
         check_sigmas(sigmas, made_by)
         samples = latent["samples"]
+        FG.check_source(samples, model, "latent")
+        if rectified_flow:
+            try:
+                flow.check_flow_sigmas(sigmas)
+            except ValueError as e:
+                raise ValueError(str(e) if given else f"denoise: {denoise} starts the inversion at pure noise; "
+                                                      f"{e}") from None
         if latent.get("noise_mask") is not None:
             tell("latent: its noise mask (SetLatentNoiseMask) is not used here: the whole picture is inverted, and "
                  "the inverted latent carries no noise mask. To restyle only that region, give the noise-masked "
@@ -124,7 +136,8 @@ class ZeconLatentInversion(io.ComfyNode):
         guider.set_cfg(cfg)
         up = sigmas.flip(0)
         callback = latent_preview.prepare_callback(model, up.shape[0] - 1)
-        out = guider.sample(torch.zeros_like(samples), samples, comfy.samplers.KSAMPLER(inversion_sampler), up,
+        sampler = comfy.samplers.KSAMPLER(inversion_sampler, extra_options={"rectified_flow": rectified_flow})
+        out = guider.sample(torch.zeros_like(samples), samples, sampler, up,
                             callback=callback, disable_pbar=True, seed=0)
         inverted = {k: v for k, v in latent.items() if k != "noise_mask"}
         inverted["samples"] = out.to(samples.device)

@@ -102,7 +102,7 @@ _INSTALL_HOOKS_JS = """
 """
 
 # Widget checks done on the configured graph: values must be among a combo's
-# options, within min/max of number widgets, and the saved widgets_values
+# options (or be a file the node's properties.models declares for download), within min/max of number widgets, and the saved widgets_values
 # must not be longer than the node's widget list (shifted/stale values).
 _CHECK_WIDGETS_JS = """
 (graphData) => {
@@ -111,6 +111,9 @@ _CHECK_WIDGETS_JS = """
   for (const n of (graphData && graphData.nodes) || []) saved[String(n.id)] = n;
   for (const node of app.graph.nodes) {
     const widgets = node.widgets || [];
+    // a file the workflow declares for download (properties.models, as ComfyUI's templates) is a missing
+    // model the frontend offers to fetch, not an invalid value
+    const declared = ((node.properties || {}).models || []).map(m => m.name);
     for (const w of widgets) {
       const o = w.options || {};
       const v = w.value;
@@ -119,7 +122,7 @@ _CHECK_WIDGETS_JS = """
       if (w.type === 'combo') {
         let values = o.values;
         if (typeof values === 'function') { try { values = values(w, node); } catch (e) { values = null; } }
-        if (Array.isArray(values) && values.length && !values.includes(v))
+        if (Array.isArray(values) && values.length && !values.includes(v) && !declared.includes(v))
           rec('value not in combo options: ' + JSON.stringify(values.slice(0, 20)));
       } else if (w.type === 'number' || w.type === 'slider' || typeof v === 'number') {
         if (typeof v !== 'number' || Number.isNaN(v)) { rec('not a number'); continue; }

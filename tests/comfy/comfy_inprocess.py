@@ -38,3 +38,12 @@ def load(input_dir: Path):
     sys.modules[PACK] = pack
     import zecon_pack.nodes  # noqa: F401  (registers the pack's model folder, as ComfyUI's import would)
     return pack
+
+
+def single_threaded(tmp_path_factory):
+    """:func:`load` with torch on one thread while a test module runs (``yield from`` it in a module fixture)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load(tmp_path_factory.mktemp("comfy_input"))
+    torch.set_num_threads(threads)

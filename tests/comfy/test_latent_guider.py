@@ -11,6 +11,7 @@ import torch
 import comfy_inprocess
 import latent_fixtures
 import tiny_sd
+from latent_fixtures import cfg_reference, run_node, sample
 
 pytestmark = pytest.mark.comfy
 
@@ -34,35 +35,12 @@ def taesd(pack, tmp_path_factory):
     return paths
 
 
-def run_node(node_cls, **inputs):
-    """Run a V3 node the way ComfyUI's executor does (class clone, hidden inputs, inference mode)."""
-    clone = node_cls.PREPARE_CLASS_CLONE({"UNIQUE_ID": "1"})
-    with torch.inference_mode():
-        return clone.EXECUTE_NORMALIZED(**inputs).args
-
-
-def sample(guider, latent, sigmas, sampler="euler", seed=0, noise=None, callback=None):
-    import comfy.samplers
-    with torch.inference_mode():
-        noise = torch.zeros_like(latent) if noise is None else noise
-        return guider.sample(noise, latent, comfy.samplers.sampler_object(sampler), sigmas, callback=callback,
-                             disable_pbar=True, seed=seed)
-
-
 def guider_inputs(bundle, **changes):
     inputs = dict(model=bundle.model, positive=bundle.positive, negative=bundle.negative, cfg=3.0,
                   source={"samples": bundle.source}, mode="shortcut", decoder="taesd", start_percent=0.0,
                   end_percent=1.0, strength=1.0, seed=0, zecon_layers="auto")
     inputs.update(changes)
     return inputs
-
-
-def cfg_reference(bundle, cfg=3.0):
-    import comfy.samplers
-    g = comfy.samplers.CFGGuider(bundle.model)
-    g.set_conds(bundle.positive, bundle.negative)
-    g.set_cfg(cfg)
-    return g
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "ddpm"])
@@ -82,15 +60,7 @@ def test_zero_weights_give_cfg_guider_bit_for_bit(pack, sd15, taesd, sampler):
 
 @pytest.fixture(scope="module")
 def clip_style(pack, tmp_path_factory):
-    """The pack's tiny CLIP (real open_clip architecture) and a style encoded with it."""
-    from zecon_pack.zecon_core.guidance.clip_model import load_clip
-    from zecon_pack.zecon_core.pixel.pipeline import encode_style
-    from zecon_pack.zecon_core.apps.tiny import tiny_clip_state_dict
-    from safetensors.torch import save_file
-    path = tmp_path_factory.mktemp("clip") / "tiny_clip.safetensors"
-    save_file(tiny_clip_state_dict(), str(path))
-    clip = load_clip(path=path)
-    return clip, encode_style(clip, "a watercolor painting", "Photo")
+    return latent_fixtures.clip_and_style(tmp_path_factory.mktemp("clip"))
 
 
 def all_losses(**changes):
@@ -410,19 +380,26 @@ def test_features_equal_the_unets_own_input_blocks(pack, sd15):
         torch.testing.assert_close(f, seen[layer].float(), rtol=1e-5, atol=1e-6)
 
 
-def test_flow_models_and_foreign_vaes_are_refused_by_name(pack, sd15, taesd):
+def test_sd_latents_into_a_flow_model_and_foreign_vaes_are_refused_by_name(pack, sd15, taesd):
     from zecon_pack.nodes.latent.guider_node import ZeconGuider
     from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
-    flow = tiny_sd.tiny_model("flow")
-    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\) is not supported"):
-        run_node(ZeconGuider, **guider_inputs(sd15, model=flow))
-    with pytest.raises(ValueError, match=r"model: SD3 \(prediction type FLOW\)"):
-        run_node(ZeconLatentInversion, model=flow, latent={"samples": torch.zeros(1, 16, 8, 8)},
+    flow = tiny_sd.tiny_model("flow")   # an SD3 (rectified flow): guided, but not on SD's 4-channel latents
+    with pytest.raises(ValueError, match=r"^source: a 4-channel 4-D latent, but SD3 works on 16-channel"):
+        run_node(ZeconGuider, **guider_inputs(sd15, model=flow, positive=tiny_sd.conditioning("flow"),
+                                              negative=tiny_sd.conditioning("flow")))
+    with pytest.raises(ValueError, match=r"^latent: a 4-channel 4-D latent, but SD3"):
+        run_node(ZeconLatentInversion, model=flow, latent={"samples": sd15.source},
                  conditioning=tiny_sd.conditioning("flow"), cfg=1.0, steps=2, denoise=0.5, scheduler="normal")
     with pytest.raises(ValueError, match="vae: it makes 16-channel latents .* 4-channel latents"):
         run_node(ZeconGuider, **guider_inputs(sd15, vae=tiny_sd.tiny_vae("flow")))
     with pytest.raises(ValueError, match="vae: decoder 'vae' needs the model's VAE"):
         run_node(ZeconGuider, **guider_inputs(sd15, decoder="vae"))
+    flux_latent = {"samples": torch.zeros(1, 16, 16, 16)}
+    with pytest.raises(ValueError, match=r"^source: a 16-channel 4-D latent, but BaseModel works on 4-channel"):
+        run_node(ZeconGuider, **guider_inputs(sd15, source=flux_latent))
+    with pytest.raises(ValueError, match=r"^latent: a 16-channel 4-D latent, but BaseModel"):
+        run_node(ZeconLatentInversion, model=sd15.model, latent=flux_latent, conditioning=sd15.positive, cfg=1.0,
+                 steps=2, denoise=0.5, scheduler="normal")
 
 
 @pytest.mark.parametrize("mode", ["shortcut", "full"])

@@ -207,25 +207,26 @@ def _flow(prompt: dict) -> str:
     return "810"
 
 
-def test_flow_model_into_the_guider_is_a_clear_error(client):
+def test_flow_model_with_the_sd_vae_is_a_clear_error(client):
+    """A flow model (SD3) is guided, but not with the SD 1.5 picture's VAE (4-channel latents)."""
     prompt = _prompt(SD15, seed=next(_SEEDS))
     guider = zt.node_of(prompt, "ZeconGuider")
     prompt[guider]["inputs"]["model"] = [_flow(prompt), 0]
     err = zt.execution_error(client, prompt)
     assert err["node_id"] == guider, err
     msg = err["exception_message"]
-    assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
+    assert msg.startswith("vae:") and "SD3" in msg and "4-channel" in msg and "16-channel" in msg, msg
     _next_prompt_runs(client)
 
 
-def test_flow_model_into_the_inversion_is_a_clear_error(client):
+def test_flow_model_inverting_an_sd_latent_is_a_clear_error(client):
     prompt = _prompt(SD15, seed=next(_SEEDS))
     inv = zt.node_of(prompt, "ZeconLatentInversion")
     prompt[inv]["inputs"]["model"] = [_flow(prompt), 0]
     err = zt.execution_error(client, prompt)
     assert err["node_id"] == inv, err
     msg = err["exception_message"]
-    assert msg.startswith("model:") and "SD3" in msg and "FLOW" in msg and "not supported" in msg, msg
+    assert msg.startswith("latent:") and "SD3" in msg and "4-channel" in msg and "16-channel" in msg, msg
     _next_prompt_runs(client)
 
 

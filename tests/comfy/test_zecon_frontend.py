@@ -89,7 +89,8 @@ def test_templates_open_from_the_template_endpoint(server, frontend):
         assert report.ok, (name, report)
 
 
-LATENT_WORKFLOWS = ("zecon_sd15_latent", "zecon_sdxl_latent")
+LATENT_WORKFLOWS = ("zecon_sd15_latent", "zecon_sdxl_latent", "zecon_flux_latent", "zecon_zimage_latent")
+MODEL_LOADERS = ("CheckpointLoaderSimple", "UNETLoader")
 
 
 @pytest.mark.parametrize("name", LATENT_WORKFLOWS)
@@ -102,7 +103,7 @@ def test_latent_workflow_ships_the_clip_losses_bypassed_and_they_turn_on(server,
     modes = frontend.evaluate("() => Object.fromEntries(app.graph.nodes.map(n => [n.type, n.mode]))")
     assert modes["ZeconClipLoader"] == 4 and modes["ZeconStylePrompt"] == 4
     assert all(m == 0 for t, m in modes.items() if t not in ("ZeconClipLoader", "ZeconStylePrompt")), modes
-    assert modes["CheckpointLoaderSimple"] == 0 and modes["ZeconGuider"] == 0
+    assert [modes[t] for t in MODEL_LOADERS if t in modes] == [0] and modes["ZeconGuider"] == 0
     frontend.evaluate("() => { for (const n of app.graph.nodes) if (n.mode === 4) n.mode = 0; }")
     api = frontend.api_prompt()
     [guider] = zt.nodes_of(api, "ZeconGuider")
@@ -115,6 +116,41 @@ def test_latent_workflow_ships_the_clip_losses_bypassed_and_they_turn_on(server,
     prompt[save]["inputs"]["filename_prefix"] = f"zecon_test/{name}_clip_on"
     entry = server.client.run(prompt, timeout=300)
     assert server.client.output_paths(entry, save)
+
+
+# the folder each stock loader's file widgets read (ComfyUI's folder_paths names)
+LOADER_FOLDERS = {"UNETLoader": ("diffusion_models", ("unet_name",)),
+                  "DualCLIPLoader": ("text_encoders", ("clip_name1", "clip_name2")),
+                  "CLIPLoader": ("text_encoders", ("clip_name",)),
+                  "VAELoader": ("vae", ("vae_name",)),
+                  "CheckpointLoaderSimple": ("checkpoints", ("ckpt_name",))}
+
+
+@pytest.mark.parametrize("name", ("zecon_flux_latent", "zecon_zimage_latent"))
+def test_flow_workflows_declare_the_files_to_fetch(server, frontend, name):
+    """As ComfyUI's templates: every file a loader names is in its properties.models (name, https URL on
+    Hugging Face, the loader's models folder), and the note tells where each file goes. The loaded graph
+    keeps the declarations (the frontend's missing-models dialog reads them)."""
+    wf = json.loads((zt.WORKFLOWS_DIR / f"{name}.json").read_text())
+    [note] = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
+    loaders = [n for n in wf["nodes"] if n["type"] in LOADER_FOLDERS]
+    assert {n["type"] for n in loaders} >= {"UNETLoader", "VAELoader"}
+    for node in loaders:
+        folder, widgets = LOADER_FOLDERS[node["type"]]
+        declared = {m["name"]: m for m in node["properties"]["models"]}
+        files = node["widgets_values"][:len(widgets)]
+        assert set(files) == set(declared), (node["type"], files, declared)
+        for f in files:
+            m = declared[f]
+            assert m["directory"] == folder and m["url"].startswith("https://huggingface.co/"), m
+            assert m["url"].split("?")[0].endswith("/" + f), m
+            assert f"`{f}` -> `models/{folder}/`" in note["widgets_values"][0], f
+    report = frontend.load_workflow(zt.WORKFLOWS_DIR / f"{name}.json")
+    assert report.ok, report
+    kept = frontend.evaluate("() => Object.fromEntries(app.graph.nodes.filter(n => n.properties?.models)"
+                             ".map(n => [n.type, n.properties.models.map(m => m.name)]))")
+    assert kept == {**{n["type"]: [m["name"] for m in n["properties"]["models"]] for n in loaders},
+                    "ZeconGuider": ["taef1_decoder.pth"]}
 
 
 _MISSING_MODELS_HOOK_JS = """

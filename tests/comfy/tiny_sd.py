@@ -124,7 +124,8 @@ def kl_ddconfig(latent_channels: int = 4) -> dict:
 
 
 TAESD_NAMES = {"taesd": (4, 0.18215, 0.0), "taesdxl": (4, 0.13025, 0.0),
-               "taesd3": (16, 1.5305, 0.0609)}   # name -> (latent channels, vae_scale, vae_shift)
+               "taesd3": (16, 1.5305, 0.0609),   # name -> (latent channels, vae_scale, vae_shift)
+               "taef1": (16, 0.3611, 0.1159)}    # Flux latent format (Flux.1, Chroma, Lumina 2 / Z-Image)
 
 
 # ------------------------------------------------------------------ ComfyUI import
@@ -398,11 +399,12 @@ def write_vae(path, name: str = "taesd", seed: int = DEFAULT_SEED) -> Path:
     return _save(taesd_vae_state_dict(name, seed), path)
 
 
-def write_taesd(folder, names=("taesd", "taesdxl", "taesd3"), seed: int = DEFAULT_SEED,
+def write_taesd(folder, names=("taesd", "taesdxl", "taesd3", "taef1"), seed: int = DEFAULT_SEED,
                 encoders: bool = True) -> dict:
     """``<name>_decoder.safetensors`` (and ``<name>_encoder.safetensors``) in ``folder`` (use it as
     models/vae_approx): the decoder names latent_format.taesd_decoder_name looks for
-    (SD15 'taesd_decoder', SDXL 'taesdxl_decoder', SD3 'taesd3_decoder'). Returns {file name: path}."""
+    (SD15 'taesd_decoder', SDXL 'taesdxl_decoder', SD3 'taesd3_decoder', Flux 'taef1_decoder'). Returns
+    {file name: path}."""
     folder = Path(folder)
     out = {}
     for i, name in enumerate(names):

@@ -35,6 +35,12 @@ TINY_SD_FOLDERS = ("diffusion_models", "vae", "vae_approx")
 TINY_SD15_UNET = "tiny_sd15_unet.safetensors"     # = tiny_sd.SD15_UNET_FILE (UNETLoader, detected as SD15)
 TINY_SD_VAE = "tiny_taesd_vae.safetensors"        # = tiny_sd.VAE_FILE (VAELoader)
 
+TINY_FLOW_PACK = REPO / "tests" / "comfy" / "tiny_flow_pack"   # ZeconTestTinyFlow
+TINY_FLOW_PACK_NAME = "zecon_tiny_flow"
+#: the flow workflows' diffusion-model files -> the tiny_flow family that stands in for them in the tests
+TINY_FLOW_FAMILIES = {"flux1-dev.safetensors": "flux_dev", "z_image_turbo_bf16.safetensors": "zimage"}
+TINY_FLOW_VAE = "taef1"     # VAELoader's TAESD of the Flux latent format (Flux.1, Z-Image): tiny_sd.write_taesd
+
 TINY_UNET = "tiny_adm.safetensors"
 TINY_CLIP = "tiny_clip.safetensors"
 TINY_CLIP_B = "tiny_clip_b.safetensors"         # a second CLIP file (style/CLIP mismatch)
@@ -100,7 +106,8 @@ def server_config(tmp_path_factory, without: tuple[str, ...] = ()) -> dict:
     tiny SD files (``without``: model folders left out, e.g. "vae_approx")."""
     env = zecon_env(tmp_path_factory)
     folders = {"zecon": env["models"], **{k: v for k, v in env["tiny_sd"].items() if k not in without}}
-    return {"packs": {PACK_NAME: PACK_DIR, TINY_SD_PACK_NAME: TINY_SD_PACK}, "model_folders": folders,
+    return {"packs": {PACK_NAME: PACK_DIR, TINY_SD_PACK_NAME: TINY_SD_PACK, TINY_FLOW_PACK_NAME: TINY_FLOW_PACK},
+            "model_folders": folders,
             "env": SERVER_ENV}
 
 
@@ -134,6 +141,8 @@ def tiny(prompt: dict, **overrides) -> dict:
     settings = {**TINY_RUN, **TINY_LATENT_RUN, **overrides}
     if any(node["class_type"] == "CheckpointLoaderSimple" for node in p.values()):
         p = tiny_latent(p, size=settings["size"], steps=settings["latent_steps"])
+    if any(node["inputs"].get("unet_name") in TINY_FLOW_FAMILIES for node in p.values()):
+        p = tiny_flow(p, size=settings["size"], steps=settings["latent_steps"])
     for node in p.values():
         ct, inputs = node["class_type"], node["inputs"]
         if ct == "ZeconDiffusionLoader":
@@ -204,13 +213,45 @@ def tiny_latent(prompt: dict, arch: str | None = None, size: int = TINY_LATENT_R
                 _relink(p, (nid, 2), (vae_id, 0))
             else:
                 raise ValueError(f"tiny_latent: arch {kind!r} is not sd15 or sdxl")
-        elif ct == "ImageScaleToTotalPixels":
+    return _small_run(p, size, steps)
+
+
+def _small_run(p: dict, size: int, steps: int) -> dict:
+    """ImageScaleToTotalPixels becomes ImageScale to ``size`` x ``size``; ZeconLatentInversion runs ``steps`` steps."""
+    for node in p.values():
+        ct, inputs = node["class_type"], node["inputs"]
+        if ct == "ImageScaleToTotalPixels":
             node["class_type"] = "ImageScale"
             node["inputs"] = {"image": inputs["image"], "upscale_method": "lanczos", "width": size,
                               "height": size, "crop": "center"}
         elif ct == "ZeconLatentInversion":
             inputs["steps"] = steps
     return p
+
+
+def tiny_flow(prompt: dict, size: int = TINY_LATENT_RUN["size"], steps: int = TINY_LATENT_RUN["latent_steps"]) -> dict:
+    """A flow-model API prompt on the tiny flow models, small pictures and few steps.
+
+    Each UNETLoader of a file in TINY_FLOW_FAMILIES becomes ZeconTestTinyFlow of that family (its MODEL);
+    the CLIPTextEncode nodes go (no tiny text encoder): what they fed takes ZeconTestTinyFlow's positive (the
+    node titled "Positive ...") or negative conditioning, and the text-encoder loaders go with them; the
+    VAELoader loads the tiny taef1 (Flux latent format). Sizes and steps as tiny_latent."""
+    p = copy.deepcopy(prompt)
+    [(tiny_id, family)] = [(nid, TINY_FLOW_FAMILIES[n["inputs"]["unet_name"]]) for nid, n in p.items()
+                           if n["inputs"].get("unet_name") in TINY_FLOW_FAMILIES]
+    p[tiny_id] = {"class_type": "ZeconTestTinyFlow",
+                  "inputs": {"family": family, "seed": 0, "width": size, "height": size}}
+    for nid, node in list(p.items()):
+        ct = node["class_type"]
+        if ct == "CLIPTextEncode":
+            positive = node.get("_meta", {}).get("title", "").startswith("Positive")
+            _relink(p, (nid, 0), (tiny_id, 1 if positive else 2))
+            del p[nid]
+        elif ct in ("CLIPLoader", "DualCLIPLoader"):
+            del p[nid]
+        elif ct == "VAELoader":
+            node["inputs"]["vae_name"] = TINY_FLOW_VAE
+    return _small_run(p, size, steps)
 
 
 def _relink(prompt: dict, old: tuple[str, int], new: tuple[str, int]) -> None:

@@ -134,6 +134,120 @@ def latent_workflow(family: str, title: str, description: str, ckpt: str, megapi
     }
 
 
+# Files a flow workflow's loaders name, as ComfyUI's own templates declare them (properties.models: the
+# frontend's missing-models dialog offers the downloads); URLs from comfyui-workflow-templates 0.7.25.
+FLUX_DEV_UNET, FLUX_CLIP_L, FLUX_T5, FLUX_VAE = (frontend_model(n) for n in (
+    "flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp8_e4m3fn_scaled.safetensors", "ae.safetensors"))
+ZIMAGE_UNET, ZIMAGE_TEXT, ZIMAGE_VAE = (frontend_model(n) for n in (
+    "z_image_turbo_bf16.safetensors", "qwen_3_4b.safetensors", "ae.safetensors"))
+
+
+def files_note(files: list[dict]) -> str:
+    """The note's "which file goes where" list."""
+    return "\n".join(f"* `{f['name']}` -> `models/{f['directory']}/` ({f['url']})" for f in files)
+
+
+def flow_note(family: str, files: list[dict], size: str, cfg_text: str, extra: str) -> str:
+    return (
+        f"**ZeCon on {family}.** Put these files into your ComfyUI `models` folder (the loaders list them; "
+        f"ComfyUI offers the downloads when they are missing):\n{files_note(files)}\n\n"
+        f"Pick your picture in **Load Image**; it is scaled to about {size}.\n\n"
+        "**Recipe**: VAE Encode -> **ZeCon Latent Inversion** (empty prompt, cfg 1) runs the flow backwards "
+        "part of the way and gives the noisy latent and the sigmas that lead back to the picture -> "
+        "**SamplerCustomAdvanced** samples them with the **ZeCon Guider**: your prompt carries the style, the "
+        "ZeCon loss on the transformer's own image tokens (first blocks, at t = 0) and the MSE keep the "
+        "picture's content.\n\n"
+        "**Knobs**\n"
+        "* Inversion `denoise`: how much is repainted (more = stronger restyle, less of the source); it must "
+        "stay below 1 (the flow's start, pure noise, cannot be inverted). `steps` are the sampling steps too.\n"
+        f"* Guider `cfg`: {cfg_text} `strength`: multiplies every ZeCon loss (0 = plain sampling, more = "
+        "closer to the source's layout).\n"
+        "* `mode`: shortcut (default: gradient on the denoised prediction; a guided step costs about 1.2-1.5x "
+        "the FLOPs of a plain step) or full (through the whole transformer like the paper: about 2.4-2.9x, and "
+        "far more memory).\n"
+        "* `decoder`: taesd (tiny, fast; its weights are fetched into `models/vae_approx` on first use) or vae "
+        "(the connected VAE: best quality, slower) for the losses that look at the image.\n"
+        "* `zecon_layers`: `auto` = transformer blocks 0, 2, 4.\n\n"
+        "**Keep** **DisableNoise**: the inverted latent already holds the noise.\n\n"
+        "**CLIP losses (optional)**: *ZeCon CLIP Loader* and *ZeCon Style Prompt* are bypassed (purple); "
+        "select both and press Ctrl+B to add the original's CLIP style losses (open_clip fetches CLIP ViT-B-16 "
+        f"on first use).\n\n{extra}"
+    )
+
+
+def flow_workflow(title: str, description: str, loaders: list[dict], model_patch: dict | None,
+                  positive_patch: dict | None, files: list[dict], note: str, cfg: float, steps: int,
+                  denoise: float, scheduler: str, prefix: str) -> dict:
+    """Load Image -> VAE Encode -> ZeCon Latent Inversion -> SamplerCustomAdvanced (DisableNoise + ZeCon Guider)
+    -> VAE Decode for a rectified-flow model. ``loaders``: nodes 2 (MODEL), 3 (CLIP), 4 (VAE);
+    ``model_patch``: node 21 between the loader and the model's users (e.g. ModelSamplingAuraFlow);
+    ``positive_patch``: node 22 between the positive prompt and the guider (e.g. FluxGuidance)."""
+    model = (21, 0) if model_patch else (2, 0)
+    positive = (22, 0) if positive_patch else (8, 0)
+    nodes = [
+        {"id": 1, "type": "LoadImage", "pos": [40, 40], "widgets": {"image": SAMPLE}},
+        *loaders,
+        {"id": 5, "type": "ImageScaleToTotalPixels", "pos": [440, 40],
+         "widgets": {"upscale_method": "lanczos", "megapixels": 1.0}},
+        {"id": 6, "type": "VAEEncode", "pos": [440, 200]},
+        {"id": 7, "type": "CLIPTextEncode", "pos": [440, 300], "title": "Inversion prompt (empty)",
+         "widgets": {"text": ""}},
+        {"id": 8, "type": "CLIPTextEncode", "pos": [440, 500], "title": "Positive prompt (the style)",
+         "widgets": {"text": LATENT_STYLE_PROMPT}},
+        {"id": 9, "type": "CLIPTextEncode", "pos": [440, 700], "title": "Negative prompt",
+         "widgets": {"text": ""}},
+        {"id": 11, "type": "ZeconLatentInversion", "pos": [840, 40],
+         "widgets": {"cfg": 1.0, "steps": steps, "denoise": denoise, "scheduler": scheduler}},
+        {"id": 12, "type": "ZeconClipLoader", "pos": [840, 300],
+         "widgets": {"clip_name": "ViT-B-16", "pretrained": "openai", "local_file": "none"}},
+        {"id": 13, "type": "ZeconStylePrompt", "pos": [840, 450],
+         "widgets": {"target_prompt": LATENT_STYLE_PROMPT, "source_prompt": "Photo"}},
+        {"id": 14, "type": "ZeconGuider", "pos": [1240, 40],
+         "widgets": {"cfg": cfg, "mode": "shortcut", "decoder": "taesd", "start_percent": 0.0,
+                     "end_percent": 1.0, "strength": 1.0, "seed": 0, "control_after_generate": "fixed",
+                     "zecon_layers": "auto"}, "models": [frontend_model("taef1_decoder")]},
+        {"id": 15, "type": "DisableNoise", "pos": [1240, 600]},
+        {"id": 16, "type": "KSamplerSelect", "pos": [1240, 700], "widgets": {"sampler_name": "euler"}},
+        {"id": 17, "type": "SamplerCustomAdvanced", "pos": [1640, 40]},
+        {"id": 18, "type": "VAEDecode", "pos": [1640, 400]},
+        {"id": 19, "type": "SaveImage", "pos": [2040, 40], "widgets": {"filename_prefix": prefix}},
+        {"id": 20, "type": "MarkdownNote", "pos": [2040, 420], "title": "About this workflow",
+         "widgets": {"text": note}},
+    ]
+    links = [
+        (1, 0, 5, "image"), (5, 0, 6, "pixels"), (4, 0, 6, "vae"),
+        (3, 0, 7, "clip"), (3, 0, 8, "clip"), (3, 0, 9, "clip"),
+        (*model, 11, "model"), (6, 0, 11, "latent"), (7, 0, 11, "conditioning"),
+        (12, 0, 13, "clip"),
+        (*model, 14, "model"), (*positive, 14, "positive"), (9, 0, 14, "negative"), (6, 0, 14, "source"),
+        (4, 0, 14, "vae"), (12, 0, 14, "clip"), (13, 0, 14, "style"),
+        (15, 0, 17, "noise"), (14, 0, 17, "guider"), (16, 0, 17, "sampler"), (11, 1, 17, "sigmas"),
+        (11, 0, 17, "latent_image"),
+        (17, 0, 18, "samples"), (4, 0, 18, "vae"), (18, 0, 19, "images"),
+    ]
+    column1 = [5, 6]
+    if model_patch:
+        nodes.append({**model_patch, "id": 21, "pos": [440, 900]})
+        links.append((2, 0, 21, "model"))
+        column1.append(21)
+    if positive_patch:
+        nodes.append({**positive_patch, "id": 22, "pos": [840, 700]})
+        links.append((8, 0, 22, "conditioning"))
+    return {
+        "title": title, "description": description,
+        "models": [f["name"] for f in files] + ["TAESD decoder taef1 (madebyollin/taesd)",
+                                                  "optional: CLIP ViT-B-16 (openai)"],
+        "nodes": nodes, "links": links, "bypass": [12, 13],
+        "columns": [[1, 2, 3, 4], column1 + [7, 8, 9], [11, 12, 13] + ([22] if positive_patch else []),
+                    [14, 15, 16], [17, 18], [19, 20]],
+        "sizes": {1: [380, 380], 2: [380, 110], 7: [380, 160], 8: [380, 160], 9: [380, 160], 11: [380, 220],
+                  13: [380, 200], 14: [400, 560], 17: [320, 120], 19: [360, 320], 20: [460, 760]},
+    }
+
+
+FLUX_FILES = [FLUX_DEV_UNET, FLUX_CLIP_L, FLUX_T5, FLUX_VAE]
+ZIMAGE_FILES = [ZIMAGE_UNET, ZIMAGE_TEXT, ZIMAGE_VAE]
+
 WORKFLOWS = {
     "zecon_style_transfer_imagenet": {
         "title": "ZeCon text style transfer (ImageNet model, all-in-one)",
@@ -277,6 +391,43 @@ WORKFLOWS = {
         "with the ZeCon Guider (your prompt carries the style, the ZeCon losses on the UNet's features keep the "
         "content); 1024x1024, 25 steps at denoise 0.5.",
         SDXL_CKPT, 1.0, "1024x1024 (1 megapixel)", "zecon/sdxl_latent"),
+    "zecon_flux_latent": flow_workflow(
+        "ZeCon restyle with Flux.1 dev (rectified flow, SamplerCustomAdvanced)",
+        "Restyles a photo with Flux.1 dev: ZeCon Latent Inversion, then SamplerCustomAdvanced with the ZeCon "
+        "Guider (your prompt with FluxGuidance carries the style, the ZeCon loss on the transformer's image "
+        "tokens keeps the content); 1024x1024, 20 steps at denoise 0.5.",
+        [{"id": 2, "type": "UNETLoader", "pos": [40, 420], "models": [FLUX_DEV_UNET],
+          "widgets": {"unet_name": FLUX_DEV_UNET["name"], "weight_dtype": "fp8_e4m3fn"}},
+         {"id": 3, "type": "DualCLIPLoader", "pos": [40, 560], "models": [FLUX_CLIP_L, FLUX_T5],
+          "widgets": {"clip_name1": FLUX_CLIP_L["name"], "clip_name2": FLUX_T5["name"], "type": "flux"}},
+         {"id": 4, "type": "VAELoader", "pos": [40, 760], "models": [FLUX_VAE],
+          "widgets": {"vae_name": FLUX_VAE["name"]}}],
+        None, {"type": "FluxGuidance", "widgets": {"guidance": 3.5}}, FLUX_FILES,
+        flow_note("Flux.1 dev", FLUX_FILES, "1024x1024 (1 megapixel)",
+                  "1 (Flux.1 dev is guidance-distilled: the prompt strength is **FluxGuidance** `guidance`, "
+                  "about 3.5; cfg 1 is one model pass per step).",
+                  "**Memory**: the diffusion model loads as fp8 (`weight_dtype` fp8_e4m3fn, about 12 GB); "
+                  "`default` loads the full bf16 weights (24 GB). Flux.1 schnell works the same way "
+                  "(`flux1-schnell.safetensors`, 4 steps, no FluxGuidance needed)."),
+        1.0, 20, 0.5, "simple", "zecon/flux_latent"),
+    "zecon_zimage_latent": flow_workflow(
+        "ZeCon restyle with Z-Image Turbo (rectified flow, SamplerCustomAdvanced)",
+        "Restyles a photo with Z-Image Turbo: ZeCon Latent Inversion, then SamplerCustomAdvanced with the ZeCon "
+        "Guider (your prompt carries the style, the ZeCon loss on the transformer's image tokens keeps the "
+        "content); 1024x1024, 10 steps at denoise 0.6, cfg 1 as the Turbo model is run.",
+        [{"id": 2, "type": "UNETLoader", "pos": [40, 420], "models": [ZIMAGE_UNET],
+          "widgets": {"unet_name": ZIMAGE_UNET["name"], "weight_dtype": "default"}},
+         {"id": 3, "type": "CLIPLoader", "pos": [40, 560], "models": [ZIMAGE_TEXT],
+          "widgets": {"clip_name": ZIMAGE_TEXT["name"], "type": "lumina2"}},
+         {"id": 4, "type": "VAELoader", "pos": [40, 760], "models": [ZIMAGE_VAE],
+          "widgets": {"vae_name": ZIMAGE_VAE["name"]}}],
+        {"type": "ModelSamplingAuraFlow", "widgets": {"shift": 3.0}}, None, ZIMAGE_FILES,
+        flow_note("Z-Image Turbo", ZIMAGE_FILES, "1024x1024 (1 megapixel)",
+                  "1 (Z-Image Turbo is distilled for cfg 1, as ComfyUI's Z-Image template runs it: one model "
+                  "pass per step; the negative prompt still gives the ZeCon features their text context).",
+                  "**Schedule**: **ModelSamplingAuraFlow** shift 3 as in ComfyUI's Z-Image Turbo template; "
+                  "Turbo is made for few steps (the template samples 9)."),
+        1.0, 10, 0.6, "simple", "zecon/zimage_latent"),
 }
 
 INDEX_TEXT = "# ZeCon for ComfyUI workflows\n\n" + "\n".join(

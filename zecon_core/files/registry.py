@@ -56,7 +56,8 @@ COMFY_MODELS_SUBDIR = "zecon"
 COMFY_SUBDIR_FOR_KIND: Mapping[str, str] = MappingProxyType({"taesd": "vae_approx"})
 
 #: Commit of https://github.com/madebyollin/taesd the TAESD URLs are pinned to:
-#: TAESD 1.3, the last commit that changed taesd_decoder.pth and taesdxl_decoder.pth.
+#: TAESD 1.3, the last commit that changed taesd_decoder.pth and taesdxl_decoder.pth; its taesd3_decoder.pth
+#: and taef1_decoder.pth (TAEF1 1.0; 1.1 came in December 2025) are the registry's too.
 TAESD_COMMIT = "7f572ca629c9b0d3c9f71140e5f501e09f9ea280"
 
 #: Environment variable that overrides the cache folder used outside ComfyUI.
@@ -302,6 +303,9 @@ _TABLE: tuple[KnownModel, ...] = (
     ),
     _taesd_entry("taesd_decoder", "SD1.x/SD2.x", "5915a429fc08eba4adf62bf74f96705b8b0d5c1f"),
     _taesd_entry("taesdxl_decoder", "SDXL", "477bc7e9604f418029508e72ac8719bb9d048291"),
+    _taesd_entry("taesd3_decoder", "SD3 / SD3.5", "7943be72a9151d0b330c5d8a4fbb885d889b60a1"),
+    _taesd_entry("taef1_decoder", "Flux.1, Chroma, Lumina 2 / Z-Image, HiDream (the Flux latent format)",
+                 "0052642b054c2cb6e1b40e4cf43777774a98cdf9"),
 )
 
 #: key -> entry (read-only).
@@ -366,7 +370,8 @@ def default_cache_dir() -> Path:
 
 @dataclass(frozen=True)
 class WorkflowCheckpoint:
-    """A Stable Diffusion checkpoint a shipped latent workflow names in its Load Checkpoint node.
+    """A file a shipped latent workflow names in a stock loader: an SD checkpoint (Load Checkpoint) or a flow
+    model's diffusion model, text encoder or VAE (Load Diffusion Model / CLIP loaders / Load VAE).
 
     The pack never downloads these (the latent workflows run on the user's own checkpoint; the
     name is a placeholder). They are listed only so that the workflows can carry ComfyUI's model
@@ -376,7 +381,7 @@ class WorkflowCheckpoint:
 
     filename: str
     url: str
-    taesd: str   # registry key of the TAESD decoder for its latents
+    taesd: str   # registry key of the TAESD decoder for its latents ("" for text encoders and VAEs)
     note: str
     directory: str = "checkpoints"
 
@@ -397,6 +402,31 @@ WORKFLOW_CHECKPOINTS: Mapping[str, WorkflowCheckpoint] = MappingProxyType({c.fil
         "taesdxl_decoder",
         "SDXL 1.0 base by Stability AI (CreativeML Open RAIL++-M licence); the URL ComfyUI's own SDXL "
         "templates carry."),
+    # the flow workflows' files, at the URLs ComfyUI's own templates (comfyui-workflow-templates 0.7.25) carry
+    WorkflowCheckpoint(
+        "flux1-dev.safetensors", "https://huggingface.co/Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors",
+        "taef1_decoder", "FLUX.1 [dev] by Black Forest Labs (FLUX.1 [dev] Non-Commercial License).",
+        "diffusion_models"),
+    WorkflowCheckpoint(
+        "clip_l.safetensors", "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        "", "CLIP-L text encoder for Flux.1 (DualCLIPLoader, type flux).", "text_encoders"),
+    WorkflowCheckpoint(
+        "t5xxl_fp8_e4m3fn_scaled.safetensors",
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn_scaled.safetensors",
+        "", "T5-XXL text encoder (fp8) for Flux.1.", "text_encoders"),
+    WorkflowCheckpoint(
+        "ae.safetensors",
+        "https://huggingface.co/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors",
+        "", "The Flux VAE (Flux.1, Lumina 2, Z-Image).", "vae"),
+    WorkflowCheckpoint(
+        "z_image_turbo_bf16.safetensors",
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/diffusion_models/"
+        "z_image_turbo_bf16.safetensors",
+        "taef1_decoder", "Z-Image Turbo by Tongyi-MAI (Apache-2.0).", "diffusion_models"),
+    WorkflowCheckpoint(
+        "qwen_3_4b.safetensors",
+        "https://huggingface.co/Comfy-Org/z_image_turbo/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+        "", "Qwen3-4B text encoder for Z-Image (CLIPLoader, type lumina2).", "text_encoders"),
 )})
 
 

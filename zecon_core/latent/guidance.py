@@ -25,6 +25,11 @@ elements N = C·h·w. The shift is multiplied by N / N_REF, N_REF = 3·256·256 
 per image, so the original's weights keep the per-element strength they have on the 256-px ADM
 at any latent size: D' = D − σ² (N / N_REF) ∇L, times the guider's ``strength``.
 
+Noise form: the shift above is written for x = z0 + σ ε. Other backbones noise as
+x = α(σ) z0 + σ ε (rectified flow: α = 1 − σ, ``zecon_core.flow``); a :class:`ShiftRule` gives α
+and the same derivation in those coordinates (x/α = z0 + (σ/α) ε) gives the full-mode shift
+D' = D − (σ²/α) ∇_x L and the shortcut shift σ²/(α² + σ²) ∇_{ẑ0} L; α = 1 is the rule above.
+
 With a region mask m (``zecon_core.guidance.mask`` at the latent's size, 1 = restyle), the shift is
 m σ² ∇L and D'' = m D' + (1 − m) z_src: outside the region the prediction is the source, so the
 sample ends on the source latent there (exactly, for samplers whose last step returns D).
@@ -40,7 +45,8 @@ import torch
 from ..guidance.core import CONTENT_LOSSES, N_REF, LossView, NonFiniteError, ZeconGuidance
 from ..guidance.mask import inside, keep_outside
 
-__all__ = ["GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "needs_decoder", "source_for_batch"]
+__all__ = ["EPS_SHIFT", "GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "ShiftRule", "needs_decoder",
+           "source_for_batch"]
 
 GUIDANCE_MODES = ("shortcut", "full")
 
@@ -50,6 +56,29 @@ Decode = Callable[[torch.Tensor], torch.Tensor]     # model-space latent [B, C, 
 def needs_decoder(on: dict[str, bool]) -> bool:
     """Whether any loss that sees the decoded image (CLIP, VGG, range) is on."""
     return any(v for k, v in on.items() if k not in CONTENT_LOSSES)
+
+
+class ShiftRule:
+    """How the backbone noises a clean latent, x = α(σ)·z0 + σ·ε, and so how far a loss gradient moves D.
+
+    With the k-diffusion sigma σ_k = σ/α and x_k = x/α (x = z0 + σ_k ε in those coordinates) the
+    ε-rule D' = D − σ_k² ∇_{x_k} L becomes D' = D − (σ²/α) ∇_x L (as ∇_{x_k} = α ∇_x); the ideal
+    denoiser of unit-variance data, D = α x / (α² + σ²), has the Jacobian α / (α² + σ²), so the
+    shortcut shift is σ²/(α² + σ²) ∇_{ẑ0} L. This base class is the ε / v form, α = 1: D' = D − σ² ∇_x L
+    and σ²/(1 + σ²) ∇_{ẑ0} L.
+    """
+
+    name = "eps"
+
+    def signal(self, sigma: torch.Tensor) -> torch.Tensor:
+        """α(σ), the clean latent's scale in x."""
+        return torch.ones_like(sigma)
+
+    def check(self, sigma: torch.Tensor, mode: str) -> None:
+        """Raise ``ValueError`` where the shift of ``mode`` is undefined at ``sigma`` (never for α = 1)."""
+
+
+EPS_SHIFT = ShiftRule()
 
 
 @dataclass(eq=False)
@@ -87,22 +116,25 @@ class LatentGuidance:
     ``decode``: model-space latent -> image in [-1, 1], differentiable (None when no loss sees the image,
     see :func:`needs_decoder`); ``source``: the source;
     ``mask``: None, or [B or 1, 1, h, w] in [0, 1] at the latent's size (1 = restyle);
-    ``strength``: multiplies the shift.
+    ``strength``: multiplies the shift; ``rule``: the noise form (:class:`ShiftRule`, default ε / v).
     After each call ``shift_ratio`` holds max |shift| / max |D| of that step (how far the shift outgrows
     the prediction: far above 1, the result is the shift, not a picture).
     """
 
     def __init__(self, losses: ZeconGuidance, decode: Decode | None, source: LatentSource,
-                 mask: torch.Tensor | None = None, strength: float = 1.0):
+                 mask: torch.Tensor | None = None, strength: float = 1.0, rule: ShiftRule = EPS_SHIFT):
         self.losses, self.decode, self.source, self.mask = losses, decode, source, mask
         self.strength = float(strength)
+        self.rule = rule
         self.shift_ratio = 0.0   # of the last call: max |shift| / max |D|
         self.on = losses.weights_on()
         if needs_decoder(self.on) and (decode is None or source.image is None):
             raise ValueError("the CLIP, VGG and range losses need a decoder and the decoded source")
 
     def shift_scale(self, sigma: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """σ² (N / N_REF) strength per item, shaped to broadcast over ``like`` [B, C, h, w]."""
+        """σ² (N / N_REF) strength per item, shaped to broadcast over ``like`` [B, C, h, w].
+
+        The shift is this times ∇_x L / α (full) or ∇_{ẑ0} L / (α² + σ²) (shortcut); see :class:`ShiftRule`."""
         n = like[0].numel()
         s2 = sigma.to(like).reshape(-1, *([1] * (like.ndim - 1))).pow(2)
         return s2 * (n / N_REF * self.strength)
@@ -138,11 +170,13 @@ class LatentGuidance:
         """
         if mode not in GUIDANCE_MODES:
             raise ValueError(f"mode must be one of {GUIDANCE_MODES}, got {mode!r}")
+        self.rule.check(sigma, mode)
         if mode == "shortcut":
             with torch.no_grad():
                 den = denoise(x)
             g, values = self.prediction_gradient(den, step)
-            g = g / (1 + sigma.to(g).reshape(-1, *([1] * (g.ndim - 1))).pow(2))
+            s = sigma.to(g).reshape(-1, *([1] * (g.ndim - 1)))
+            g = g / (self.rule.signal(s).pow(2) + s.pow(2))
         else:
             with torch.enable_grad():
                 xg = x.detach().clone().requires_grad_()   # a normal tensor, also for an inference-mode x
@@ -150,6 +184,7 @@ class LatentGuidance:
                 g, values = self.prediction_gradient(den_g, step)
                 g = torch.autograd.grad(den_g.float(), xg, g)[0] if values else torch.zeros_like(g)
             den = den_g.detach()
+            g = g / self.rule.signal(sigma.to(g).reshape(-1, *([1] * (g.ndim - 1))))
             if not torch.isfinite(g).all():
                 raise NonFiniteError("the guidance gradient is not finite after the backward through the UNet")
         shift = self.shift_scale(sigma, g) * inside(g, self.mask)
