@@ -76,7 +76,7 @@ class ZeconGuider(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ZeconGuider",
-            display_name="ZeCon Guider (SD latent)",
+            display_name="ZeCon Guider (latent)",
             category=CATEGORY,
             description="ZeCon on your own latent model: Stable Diffusion (SD1.5, SD2.x, SDXL) or a rectified-flow "
                         "model (Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image); a GUIDER for "

@@ -67,7 +67,7 @@ class ZeconLatentInversion(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="ZeconLatentInversion",
-            display_name="ZeCon Latent Inversion (SD)",
+            display_name="ZeCon Latent Inversion",
             category="ZeCon",
             description="Deterministic inversion of a VAE-encoded picture with your SD or rectified-flow model "
                         "(DDIM / Euler on the probability-flow ODE, up the flipped sigmas): gives the noisy latent that the model would turn back into the "
