@@ -19,7 +19,7 @@ import math
 import time
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import zecon_core as zc
 from bench.world import manifest
@@ -81,11 +81,14 @@ def main(argv=None):
     parser.add_argument("--ema", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(manifest.UNET))
+    parser.add_argument("--init", help="continue from these weights (safetensors) instead of a fresh model")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     schedule = zc.Schedule.create("1000")
     model = zc.UNetModel(CONFIG).train()
+    if args.init:
+        model.load_state_dict({k: v.float() for k, v in load_file(args.init).items()})
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = max(1, args.steps // 20)
