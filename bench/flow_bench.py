@@ -371,38 +371,12 @@ def describe(args, mode: str) -> dict:
 
 
 def run(args):
-    from zecon_pack.zecon_core.apps import bench as PB
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    built = None
-    for mode in (MODES if args.mode == "both" else (args.mode,)):
-        res = describe(args, mode)
-        res["loadavg_before"] = PB.loadavg()
-        if not args.no_flops:
-            t = time.perf_counter()
-            try:
-                res.update(count_step_flops(args, mode))
-            except Exception as e:   # keep going: the other measurements still land
-                res["flops_error"] = f"{type(e).__name__}: {e}"
-                if args.traceback:
-                    raise
-            res["flops_count_s"] = time.perf_counter() - t
-        if not args.no_time:
-            try:
-                if built is None:
-                    t = time.perf_counter()
-                    built = build_real(args)
-                    res["build_s"] = time.perf_counter() - t
-                res["model_parameters"] = LB.parameter_count(built["base"].diffusion_model)
-                res["time"] = time_steps(args, built, mode)
-                res["steps"], res["warmup"] = args.steps, args.warmup
-            except Exception as e:
-                res["time_error"] = f"{type(e).__name__}: {e}"
-                if args.traceback:
-                    raise
+    def timed(built, mode, res):
+        res["model_parameters"] = LB.parameter_count(built["base"].diffusion_model)
+        res["time"] = time_steps(args, built, mode)
+
+    for res in LB.measure(args, describe, count_step_flops, build_real, timed):
         res["zecon_layers"] = None if args.zecon_layers is None else list(args.zecon_layers)
-        res["machine"] = PB.machine_info(args.device)
-        res["loadavg_after"] = PB.loadavg()
         yield res
 
 

@@ -514,13 +514,16 @@ def describe(args, mode: str) -> dict:
             "zecon_patches": args.zecon_patches, "cfg": CFG, "cfg_batch": 2}
 
 
-def run(args):
+def measure(args, describe, count_step_flops, build_real, timed):
+    """One result row per mode: ``describe(args, mode)``, its FLOPs on the meta device
+    (``count_step_flops(args, mode)``) and its timings (``timed(built, mode, res)`` on the models
+    ``build_real(args)`` built once); a failed measurement is kept in the row as ``flops_error`` /
+    ``time_error`` so that the others still land. Shared by this benchmark and ``flow_bench``."""
     from zecon_pack.zecon_core.apps import bench as PB
     if args.threads:
         torch.set_num_threads(args.threads)
-    modes = MODES if args.mode == "both" else (args.mode,)
     built = None
-    for mode in modes:
+    for mode in (MODES if args.mode == "both" else (args.mode,)):
         res = describe(args, mode)
         res["loadavg_before"] = PB.loadavg()
         if not args.no_flops:
@@ -538,8 +541,7 @@ def run(args):
                     t = time.perf_counter()
                     built = build_real(args)
                     res["build_s"] = time.perf_counter() - t
-                    res["unet_parameters"] = parameter_count(built["base"].diffusion_model)
-                res.update(time_steps(args, built, mode))
+                timed(built, mode, res)
                 res["steps"], res["warmup"] = args.steps, args.warmup
             except Exception as e:
                 res["time_error"] = f"{type(e).__name__}: {e}"
@@ -549,6 +551,15 @@ def run(args):
                     res["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
         res["machine"] = PB.machine_info(args.device)
         res["loadavg_after"] = PB.loadavg()
+        yield res
+
+
+def run(args):
+    def timed(built, mode, res):
+        res["unet_parameters"] = parameter_count(built["base"].diffusion_model)
+        res.update(time_steps(args, built, mode))
+
+    for res in measure(args, describe, count_step_flops, build_real, timed):
         if res.get("flops") and res.get("step_s"):
             res["gflops_per_s"] = res["flops"] / res["step_s"] / 1e9
         yield res

@@ -8,41 +8,15 @@ CFG as a batch of two, the cfg-1 families one pass.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-import harness
+import bench_testing
 
 pytestmark = pytest.mark.comfy
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "bench" / "flow_bench.py"
-
 
 def run_bench(tmp_path, *args):
-    if not harness.comfyui_available():
-        reason = f"ComfyUI not found at {harness.default_comfyui_dir()}; run scripts/setup_env.sh"
-        if os.environ.get("ZECON_REQUIRE_COMFY") or os.environ.get("CI"):
-            pytest.fail(reason + " (required: CI / ZECON_REQUIRE_COMFY is set)")
-        pytest.skip(reason)
-    out = tmp_path / "flow.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ZECON_COMFYUI_DIR": str(harness.default_comfyui_dir())}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--size", "64", "--n-patch", "2", "--zecon-patches", "16",
-         "--steps", "1", "--threads", "1", "--json", str(out), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return [json.loads(line) for line in out.read_text().splitlines()], proc.stdout
-
-
-def positive(v) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    return bench_testing.run_bench("flow_bench.py", tmp_path, *args, size=64, timeout=300)
 
 
 _RUNS: dict = {}
@@ -64,7 +38,7 @@ def test_flow_bench_reports_both_modes(tmp_path, arch, passes):
         assert "flops_error" not in r and "time_error" not in r, r
         assert r["passes_per_step"] == passes and r["config"] == "tiny"
         for key in ("flops", "plain_flops", "ratio", "model_parameters"):
-            assert positive(r[key]), (mode, key, r.get(key))
+            assert bench_testing.positive(r[key]), (mode, key, r.get(key))
         assert r["ratio"] == pytest.approx(r["flops"] / r["plain_flops"]) and r["ratio"] > 1
         comp = r["flops_by_component"]
         assert sum(comp.values()) == r["flops"]
@@ -72,7 +46,7 @@ def test_flow_bench_reports_both_modes(tmp_path, arch, passes):
         for part in ("features", "decoder", "clip", "vgg", "backward"):
             assert comp[part] > 0, (mode, part)
         t = r["time"]
-        assert t["finite"] and all(positive(t[k]["s"]) and positive(t[k]["peak_rss_gb"]) for k in ("plain", "guided"))
+        assert t["finite"] and all(bench_testing.positive(t[k]["s"]) and bench_testing.positive(t[k]["peak_rss_gb"]) for k in ("plain", "guided"))
     short, full = by_mode["shortcut"], by_mode["full"]
     assert full["plain_flops"] == short["plain_flops"]
     assert full["flops_by_component"]["backward"] > short["flops_by_component"]["backward"]
