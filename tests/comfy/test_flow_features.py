@@ -24,10 +24,7 @@ FAMILY = {"flux_dev": "flux", "flux_schnell": "flux", "flux2": "flux2", "chroma"
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield comfy_inprocess.load(tmp_path_factory.mktemp("comfy_input"))
-    torch.set_num_threads(threads)
+    yield from comfy_inprocess.single_threaded(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ import zecon_testing as zt
 pytestmark = pytest.mark.comfy
 
 FLUX, ZIMAGE = "zecon_flux_latent", "zecon_zimage_latent"
-SIZE = zt.TINY_LATENT_RUN["size"]
 _SEEDS = itertools.count(3000)
 
 
@@ -28,14 +27,6 @@ def _prompt(name, prefix, **guider) -> dict:
     p[zt.node_of(p, "ZeconGuider")]["inputs"].update(guider)
     p[zt.node_of(p, "SaveImage")]["inputs"]["filename_prefix"] = prefix
     return p
-
-
-def _saved(client, entry, prompt) -> np.ndarray:
-    paths = client.output_paths(entry, zt.node_of(prompt, "SaveImage"))
-    assert len(paths) == 1, entry.get("outputs")
-    img = zt.read_image(paths[0])
-    assert img.shape == (SIZE, SIZE, 3) and np.isfinite(img).all()
-    return img
 
 
 def test_shipped_flow_workflows_are_the_recipe():
@@ -96,7 +87,7 @@ def test_flow_workflow_full_mode_and_strength_zero(client, name):
     images = {}
     for label, changes in (("plain", {"strength": 0.0}), ("shortcut", {}), ("full", {"mode": "full"})):
         prompt = _prompt(name, f"zecon_test/{name}_{label}", seed=seed, **changes)
-        images[label] = _saved(client, client.run(prompt, timeout=300), prompt)
+        images[label] = zt.saved_latent_image(client, client.run(prompt, timeout=300), prompt)
     assert images["shortcut"].std() > 0.01
     for a, b in (("plain", "shortcut"), ("plain", "full")):
         assert np.abs(images[a] - images[b]).max() > 1 / 255, (a, b)

@@ -43,20 +43,11 @@ def _prompt(name=SD15, prefix=None, **guider) -> dict:
     return p
 
 
-def _saved(client, entry, prompt) -> np.ndarray:
-    paths = client.output_paths(entry, zt.node_of(prompt, "SaveImage"))
-    assert len(paths) == 1, entry.get("outputs")
-    img = zt.read_image(paths[0])
-    assert img.shape == (SIZE, SIZE, 3)
-    assert np.isfinite(img).all()
-    return img
-
-
 def _next_prompt_runs(client, name=SD15) -> None:
     """Nothing was lost: the server answers and a good prompt (new seed: nothing cached) runs to an image."""
     assert client.get_json("/system_stats")["system"]
     prompt = _prompt(name, seed=next(_SEEDS), prefix="zecon_test/latent_after_error")
-    _saved(client, client.run(prompt, timeout=300), prompt)
+    zt.saved_latent_image(client, client.run(prompt, timeout=300), prompt)
 
 
 # ------------------------------------------------------------------ the shipped workflows
@@ -88,7 +79,7 @@ def test_shipped_latent_workflows_are_the_recipe():
 @pytest.mark.parametrize("name", [SD15, SDXL])
 def test_shipped_latent_workflow_runs_to_a_saved_image(client, name):
     prompt = _prompt(name, prefix=f"zecon_test/{name}")
-    img = _saved(client, client.run(prompt, timeout=300), prompt)
+    img = zt.saved_latent_image(client, client.run(prompt, timeout=300), prompt)
     assert img.std() > 0.01
 
 
@@ -108,9 +99,9 @@ def test_clip_losses_change_the_result(client):
     """The optional CLIP losses (tiny CLIP, TAESD decoder) run and steer: another image than without them."""
     seed = next(_SEEDS)
     plain = _prompt(SD15, seed=seed, prefix="zecon_test/latent_noclip")
-    base = _saved(client, client.run(plain, timeout=300), plain)
+    base = zt.saved_latent_image(client, client.run(plain, timeout=300), plain)
     styled = _with_clip_losses(_prompt(SD15, seed=seed, prefix="zecon_test/latent_clip"))
-    img = _saved(client, client.run(styled, timeout=300), styled)
+    img = zt.saved_latent_image(client, client.run(styled, timeout=300), styled)
     assert np.abs(img - base).mean() > 1e-3
 
 
@@ -118,14 +109,14 @@ def test_strength_zero_is_plain_cfg_and_guidance_changes_the_image(client):
     """strength 0 = CFGGuider: the same pixels as the stock CFGGuider in the guider's place."""
     seed = next(_SEEDS)
     zero = _prompt(SD15, seed=seed, strength=0.0, prefix="zecon_test/latent_strength0")
-    img0 = _saved(client, client.run(zero, timeout=300), zero)
+    img0 = zt.saved_latent_image(client, client.run(zero, timeout=300), zero)
     stock = _prompt(SD15, prefix="zecon_test/latent_cfgguider")
     g = stock[zt.node_of(stock, "ZeconGuider")]["inputs"]
     stock["803"] = {"class_type": "CFGGuider", "inputs": {k: g[k] for k in ("model", "positive", "negative", "cfg")}}
     stock[zt.node_of(stock, "SamplerCustomAdvanced")]["inputs"]["guider"] = ["803", 0]
-    assert np.array_equal(img0, _saved(client, client.run(stock, timeout=300), stock))
+    assert np.array_equal(img0, zt.saved_latent_image(client, client.run(stock, timeout=300), stock))
     guided = _prompt(SD15, seed=seed, strength=1.0, prefix="zecon_test/latent_strength1")
-    assert np.abs(_saved(client, client.run(guided, timeout=300), guided) - img0).mean() > 1e-3
+    assert np.abs(zt.saved_latent_image(client, client.run(guided, timeout=300), guided) - img0).mean() > 1e-3
 
 
 # ------------------------------------------------------------------ samplers and modes
@@ -146,14 +137,14 @@ def test_guider_with_stock_samplers_and_modes(client, name, sampler, mode, decod
     prompt = _prompt(name, seed=next(_SEEDS), mode=mode, decoder=decoder,
                      prefix=f"zecon_test/latent_{sampler}_{mode}")
     prompt[zt.node_of(prompt, "KSamplerSelect")]["inputs"]["sampler_name"] = sampler
-    img = _saved(client, client.run(prompt, timeout=300), prompt)
+    img = zt.saved_latent_image(client, client.run(prompt, timeout=300), prompt)
     assert img.std() > 0.01
 
 
 def test_full_mode_with_gradient_checkpointing_runs(client):
     prompt = _prompt(SD15, seed=next(_SEEDS), mode="full", gradient_checkpointing=True,
                      prefix="zecon_test/latent_full_ckpt")
-    _saved(client, client.run(prompt, timeout=300), prompt)
+    zt.saved_latent_image(client, client.run(prompt, timeout=300), prompt)
 
 
 # ------------------------------------------------------------------ mask
@@ -186,7 +177,7 @@ def test_mask_from_load_image_keeps_the_source_outside(client, server, name):
     prompt["806"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
                                                             "filename_prefix": f"zecon_test/sampled_{name}"}}
     entry = client.run(prompt, timeout=300)
-    _saved(client, entry, prompt)
+    zt.saved_latent_image(client, entry, prompt)
     source, sampled = _saved_latent(client, entry, "805"), _saved_latent(client, entry, "806")
     assert source.shape == sampled.shape == (1, 4, SIZE // 8, SIZE // 8)
 
@@ -436,4 +427,4 @@ def test_taesd_decoder_missing_offline_is_a_clear_error(server_without_taesd):
     assert after == before            # no partial download left behind
     # the VAE decoder needs no TAESD file: the same server runs that prompt
     ok = _prompt(SD15, seed=next(_SEEDS), decoder="vae", prefix="zecon_test/latent_vae_decoder")
-    _saved(client, client.run(ok, timeout=300), ok)
+    zt.saved_latent_image(client, client.run(ok, timeout=300), ok)

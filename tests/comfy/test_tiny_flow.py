@@ -21,10 +21,7 @@ CLASSES = {"flux_dev": ("Flux", "Flux"), "flux_schnell": ("Flux", "Flux"), "flux
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield comfy_inprocess.load(tmp_path_factory.mktemp("comfy_input"))
-    torch.set_num_threads(threads)
+    yield from comfy_inprocess.single_threaded(tmp_path_factory)
 
 
 def model_inputs(model, family, seed=0):

@@ -175,6 +175,17 @@ def read_image(path):
         return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
+def saved_latent_image(client, entry, prompt):
+    """The one image a latent-size prompt saved: float32 [H, W, 3] in [0, 1], finite, at TINY_LATENT_RUN's size."""
+    import numpy as np
+    paths = client.output_paths(entry, node_of(prompt, "SaveImage"))
+    assert len(paths) == 1, entry.get("outputs")
+    img = read_image(paths[0])
+    size = TINY_LATENT_RUN["size"]
+    assert img.shape == (size, size, 3) and np.isfinite(img).all()
+    return img
+
+
 def execution_error(client, prompt) -> dict:
     """The execution_error message of a prompt that must fail while running."""
     import pytest
