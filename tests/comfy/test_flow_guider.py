@@ -73,14 +73,15 @@ def family_vae(family):
         return tiny_flow.tiny_vae(family)
 
 
-def losses(clip=True, **changes):
-    """Small settings (2 CLIP views, 16 ZeCon positions); without ``clip`` only ZeCon and MSE."""
+def losses(clip=True, vgg_net=None, **changes):
+    """Small settings (2 CLIP views, 16 ZeCon positions); without ``clip`` only ZeCon and MSE; ``vgg_net``: the
+    VGG feature net for the VGG loss (its weight is 0 unless changed)."""
     from zecon_pack.nodes.types import GuidanceBundle
     from zecon_pack.zecon_core.guidance.core import GuidanceConfig
     config = GuidanceConfig(clip_global=300.0, clip_dir=300.0, n_patch=2, zecon_patches=16, vgg=0.0)
     if not clip:
         config = config.replace(clip_global=0.0, clip_global_patch=0.0, clip_dir=0.0, clip_dir_patch=0.0, range=0.0)
-    return GuidanceBundle(config.replace(**changes), None, "tiny")
+    return GuidanceBundle(config.replace(**changes), vgg_net, "tiny")
 
 
 def guider_inputs(b, clip_style=None, **changes):
@@ -181,13 +182,16 @@ def _entries(b):
     return comfy.samplers.encode_model_conds(b.model.model.extra_conds, entries, x, torch.device("cpu"), "negative")
 
 
-@pytest.mark.parametrize("loss", ["clip_global", "clip_dir_patch", "range"])
-def test_the_image_losses_decrease_along_their_gradients(pack, taesd, clip_style, loss):
+@pytest.mark.parametrize("family", ["flux_dev", "sd35"])
+@pytest.mark.parametrize("loss", ["clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "vgg", "range"])
+def test_the_image_losses_decrease_along_their_gradients(pack, taesd, clip_style, family, loss):
+    """Every loss read from the decoded picture (CLIP, VGG, range), through taef1 (Flux) and taesd3 (SD3.5)."""
     from zecon_pack.nodes.latent.guider import start_run
     from zecon_pack.zecon_core.flow import FLOW_SHIFT
     from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
-    b = bundle("flux_dev")
-    g = guider(b, clip_style, guidance=losses(**{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES}))
+    b = bundle(family)
+    vgg = latent_fixtures.tiny_vgg() if loss == "vgg" else None
+    g = guider(b, clip_style, guidance=losses(vgg_net=vgg, **{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES}))
     z0 = b.model.model.process_latent_in(b.source) * 0.5
     z0 = z0 + torch.randn(z0.shape, generator=torch.Generator().manual_seed(3)) * 3
     with torch.inference_mode(False):
