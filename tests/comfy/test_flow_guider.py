@@ -356,13 +356,24 @@ def test_each_family_has_a_verified_taesd_download_or_needs_the_vae(pack, family
         assert entry is not None and entry.filename == f"{name}.pth" and entry.git_blob and entry.urls
 
 
-def wan_model():
-    """A tiny Wan 2.1 text-to-video model (ComfyUI's WAN21_T2V): a video flow model."""
-    import comfy.supported_models as sm
-    mc = sm.WAN21_T2V({"model_type": "t2v", "dim": 32, "ffn_dim": 64, "freq_dim": 32, "num_heads": 2,
-                       "num_layers": 1, "in_dim": 16, "out_dim": 16, "text_len": 8, "text_dim": 32})
-    mc.set_inference_dtype(torch.float32, None)
-    return tiny_sd._patcher(mc.get_model({}))
+# the refusal of each video / audio model: its model class, diffusion-model class and prediction type
+REFUSALS = {"wan21": r"^model: WAN21 \(WanModel, prediction type FLOW\) is not a rectified-flow image model",
+            "ace_step": r"^model: ACEStep \(ACEStepTransformer2DModel, prediction type FLOW\) is not a rectified-flow "
+                        r"image model",
+            "stable_audio": r"^model: StableAudio1 \(prediction type V_PREDICTION_CONTINUOUS\) is not supported"}
+
+
+@pytest.mark.parametrize("kind", list(tiny_flow.REFUSED))
+def test_video_and_audio_models_are_refused_naming_their_type(pack, kind):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    b = bundle("flux_dev")
+    model = tiny_flow.refused_model(kind)
+    with pytest.raises(ValueError, match=REFUSALS[kind]):
+        run_node(ZeconGuider, **guider_inputs(b, model=model))
+    with pytest.raises(ValueError, match=REFUSALS[kind]):
+        run_node(ZeconLatentInversion, model=model, latent={"samples": b.source}, conditioning=b.positive,
+                 cfg=1.0, steps=2, denoise=0.5, scheduler="simple")
 
 
 def test_bad_inputs_are_refused_by_name(pack, taesd):
@@ -370,12 +381,6 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
     from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
     import comfy.samplers
     b = bundle("flux_dev")
-    with pytest.raises(ValueError, match=r"^model: WAN21 \(WanModel, prediction type FLOW\) is not a rectified-flow "
-                                         r"image model"):
-        run_node(ZeconGuider, **guider_inputs(b, model=wan_model()))
-    with pytest.raises(ValueError, match=r"^model: WAN21"):
-        run_node(ZeconLatentInversion, model=wan_model(), latent={"samples": b.source}, conditioning=b.positive,
-                 cfg=1.0, steps=2, denoise=0.5, scheduler="simple")
     with pytest.raises(ValueError, match=r"^vae: it makes 4-channel 4-D latents at 1/8 .* 16-channel 4-D"):
         run_node(ZeconGuider, **guider_inputs(b, vae=tiny_sd.tiny_vae("sd15")))
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}
