@@ -58,3 +58,12 @@ def clip_and_style(folder):
     save_file(tiny_clip_state_dict(), str(path))
     clip = load_clip(path=path)
     return clip, encode_style(clip, "a watercolor painting", "Photo")
+
+
+def tiny_vgg():
+    """The pack's tiny VGG feature net (real VGG-19 layout, seeded random weights), frozen, for the VGG loss."""
+    from zecon_pack.zecon_core.apps.tiny import tiny_vgg_state_dict
+    from zecon_pack.zecon_core.guidance.vgg import VGGFeatures
+    vgg = VGGFeatures()
+    vgg.load_state_dict(tiny_vgg_state_dict())
+    return vgg.requires_grad_(False)

@@ -383,16 +383,6 @@ def test_attention_is_pytorchs_only_in_differentiated_passes(F, monkeypatch):
         assert len(calls) >= 1, family      # every attention of blocks 0 (and the refiners / block 0 only)
 
 
-def _wan_t2v():
-    import comfy.supported_models as sm
-    cfg = {"image_model": "wan2.1", "model_type": "t2v", "dim": 64, "out_dim": 16, "num_heads": 2, "ffn_dim": 64,
-           "num_layers": 1, "patch_size": (1, 2, 2), "freq_dim": 32, "window_size": (-1, -1), "qk_norm": True,
-           "cross_attn_norm": True, "eps": 1e-6, "in_dim": 16, "text_dim": 32}
-    mc = sm.WAN21_T2V(cfg)
-    mc.set_inference_dtype(torch.float32, None)
-    return tiny_sd._patcher(mc.get_model({}, device=torch.device("meta")))
-
-
 def _chroma_radiance():
     import comfy.supported_models as sm
     cfg = {**tiny_flow.CONFIGS["chroma"][1], "image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3,
@@ -404,7 +394,9 @@ def _chroma_radiance():
 
 
 @pytest.mark.parametrize("make, names", [
-    (_wan_t2v, ("WAN21", "WanModel")),                                   # video
+    (lambda: tiny_flow.refused_model("wan21"), ("WAN21", "WanModel")),                           # video
+    (lambda: tiny_flow.refused_model("ace_step"), ("ACEStep", "ACEStepTransformer2DModel")),      # audio (flow)
+    (lambda: tiny_flow.refused_model("stable_audio"), ("StableAudio1", "AudioDiffusionTransformer")),  # audio (v)
     (_chroma_radiance, ("ChromaRadiance", "ChromaRadiance")),            # pixel-space flow
     (lambda: tiny_sd.tiny_model("sd15"), ("BaseModel", "UNetModel")),     # ε-prediction UNet
 ])

@@ -73,14 +73,15 @@ def family_vae(family):
         return tiny_flow.tiny_vae(family)
 
 
-def losses(clip=True, **changes):
-    """Small settings (2 CLIP views, 16 ZeCon positions); without ``clip`` only ZeCon and MSE."""
+def losses(clip=True, vgg_net=None, **changes):
+    """Small settings (2 CLIP views, 16 ZeCon positions); without ``clip`` only ZeCon and MSE; ``vgg_net``: the
+    VGG feature net for the VGG loss (its weight is 0 unless changed)."""
     from zecon_pack.nodes.types import GuidanceBundle
     from zecon_pack.zecon_core.guidance.core import GuidanceConfig
     config = GuidanceConfig(clip_global=300.0, clip_dir=300.0, n_patch=2, zecon_patches=16, vgg=0.0)
     if not clip:
         config = config.replace(clip_global=0.0, clip_global_patch=0.0, clip_dir=0.0, clip_dir_patch=0.0, range=0.0)
-    return GuidanceBundle(config.replace(**changes), None, "tiny")
+    return GuidanceBundle(config.replace(**changes), vgg_net, "tiny")
 
 
 def guider_inputs(b, clip_style=None, **changes):
@@ -181,13 +182,16 @@ def _entries(b):
     return comfy.samplers.encode_model_conds(b.model.model.extra_conds, entries, x, torch.device("cpu"), "negative")
 
 
-@pytest.mark.parametrize("loss", ["clip_global", "clip_dir_patch", "range"])
-def test_the_image_losses_decrease_along_their_gradients(pack, taesd, clip_style, loss):
+@pytest.mark.parametrize("family", ["flux_dev", "sd35"])
+@pytest.mark.parametrize("loss", ["clip_global", "clip_global_patch", "clip_dir", "clip_dir_patch", "vgg", "range"])
+def test_the_image_losses_decrease_along_their_gradients(pack, taesd, clip_style, family, loss):
+    """Every loss read from the decoded picture (CLIP, VGG, range), through taef1 (Flux) and taesd3 (SD3.5)."""
     from zecon_pack.nodes.latent.guider import start_run
     from zecon_pack.zecon_core.flow import FLOW_SHIFT
     from zecon_pack.zecon_core.guidance.core import LOSS_NAMES
-    b = bundle("flux_dev")
-    g = guider(b, clip_style, guidance=losses(**{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES}))
+    b = bundle(family)
+    vgg = latent_fixtures.tiny_vgg() if loss == "vgg" else None
+    g = guider(b, clip_style, guidance=losses(vgg_net=vgg, **{k: (1.0 if k == loss else 0.0) for k in LOSS_NAMES}))
     z0 = b.model.model.process_latent_in(b.source) * 0.5
     z0 = z0 + torch.randn(z0.shape, generator=torch.Generator().manual_seed(3)) * 3
     with torch.inference_mode(False):
@@ -352,13 +356,24 @@ def test_each_family_has_a_verified_taesd_download_or_needs_the_vae(pack, family
         assert entry is not None and entry.filename == f"{name}.pth" and entry.git_blob and entry.urls
 
 
-def wan_model():
-    """A tiny Wan 2.1 text-to-video model (ComfyUI's WAN21_T2V): a video flow model."""
-    import comfy.supported_models as sm
-    mc = sm.WAN21_T2V({"model_type": "t2v", "dim": 32, "ffn_dim": 64, "freq_dim": 32, "num_heads": 2,
-                       "num_layers": 1, "in_dim": 16, "out_dim": 16, "text_len": 8, "text_dim": 32})
-    mc.set_inference_dtype(torch.float32, None)
-    return tiny_sd._patcher(mc.get_model({}))
+# the refusal of each video / audio model: its model class, diffusion-model class and prediction type
+REFUSALS = {"wan21": r"^model: WAN21 \(WanModel, prediction type FLOW\) is not a rectified-flow image model",
+            "ace_step": r"^model: ACEStep \(ACEStepTransformer2DModel, prediction type FLOW\) is not a rectified-flow "
+                        r"image model",
+            "stable_audio": r"^model: StableAudio1 \(prediction type V_PREDICTION_CONTINUOUS\) is not supported"}
+
+
+@pytest.mark.parametrize("kind", list(tiny_flow.REFUSED))
+def test_video_and_audio_models_are_refused_naming_their_type(pack, kind):
+    from zecon_pack.nodes.latent.guider_node import ZeconGuider
+    from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
+    b = bundle("flux_dev")
+    model = tiny_flow.refused_model(kind)
+    with pytest.raises(ValueError, match=REFUSALS[kind]):
+        run_node(ZeconGuider, **guider_inputs(b, model=model))
+    with pytest.raises(ValueError, match=REFUSALS[kind]):
+        run_node(ZeconLatentInversion, model=model, latent={"samples": b.source}, conditioning=b.positive,
+                 cfg=1.0, steps=2, denoise=0.5, scheduler="simple")
 
 
 def test_bad_inputs_are_refused_by_name(pack, taesd):
@@ -366,12 +381,6 @@ def test_bad_inputs_are_refused_by_name(pack, taesd):
     from zecon_pack.nodes.latent.inversion_node import ZeconLatentInversion
     import comfy.samplers
     b = bundle("flux_dev")
-    with pytest.raises(ValueError, match=r"^model: WAN21 \(WanModel, prediction type FLOW\) is not a rectified-flow "
-                                         r"image model"):
-        run_node(ZeconGuider, **guider_inputs(b, model=wan_model()))
-    with pytest.raises(ValueError, match=r"^model: WAN21"):
-        run_node(ZeconLatentInversion, model=wan_model(), latent={"samples": b.source}, conditioning=b.positive,
-                 cfg=1.0, steps=2, denoise=0.5, scheduler="simple")
     with pytest.raises(ValueError, match=r"^vae: it makes 4-channel 4-D latents at 1/8 .* 16-channel 4-D"):
         run_node(ZeconGuider, **guider_inputs(b, vae=tiny_sd.tiny_vae("sd15")))
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}

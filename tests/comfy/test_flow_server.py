@@ -4,8 +4,8 @@ The tiny flow models of tests/comfy/tiny_flow.py (ZeconTestTinyFlow; SD3.5 from 
 UNETLoader in fp8) through ZeCon Latent Inversion -> ZeCon Guider -> SamplerCustomAdvanced (DisableNoise)
 with several stock samplers (incl. ancestral and SDE ones), both modes, a mask, the CLIP losses on the
 pack's tiny CLIP with the tiny taef1 / taesd3 / KL-VAE decoders. One prompt holds many branches (few
-server round trips on a shared CPU). Then bad inputs, each a clear error naming the input, after which the
-server runs the next prompt.
+server round trips on a shared CPU). Then bad inputs (video and audio models among them, refused naming their
+type), each a clear error naming the input, after which the server runs the next prompt.
 """
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def _error(client, prompt, node: str, starts: str, *words: str) -> None:
 
 def test_bad_inputs_are_clear_errors_and_the_server_runs_on(client):
     """A VAE / source latent of another latent format, inversion schedules reaching σ = 1, TAESD where the
-    family has none (a video model itself: test_flow_guider, in-process)."""
+    family has none (video and audio models: the next test)."""
     good, good_saves = _prompt(RUNS[:1], next(_SEEDS))
     p, _ = _prompt(RUNS[:1], next(_SEEDS))
     p["900"] = {"class_type": "ZeconTestTinySD", "inputs": {"arch": "sd15", "seed": 0}}
@@ -174,6 +174,29 @@ def test_bad_inputs_are_clear_errors_and_the_server_runs_on(client):
     p["903"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
     p["101"]["inputs"]["latent"] = ["903", 0]
     _error(client, p, "101", "latent:", "4-channel", "16-channel")
+    assert client.get_json("/system_stats")["system"]
+    entry = client.run(good, timeout=600)
+    [latent] = _latents(client, entry, good_saves)
+    assert torch.isfinite(latent).all()
+
+
+# what the refusal of each video / audio model names: its model class, diffusion-model class, prediction type
+NOT_FLOW = "not a rectified-flow image model"
+REFUSED = {"wan21": ("WAN21 (WanModel, prediction type FLOW)", NOT_FLOW),
+           "ace_step": ("ACEStep (ACEStepTransformer2DModel, prediction type FLOW)", NOT_FLOW),
+           "stable_audio": ("StableAudio1 (prediction type V_PREDICTION_CONTINUOUS)", "not supported")}
+
+
+def test_video_and_audio_models_are_refused_naming_their_type_and_the_server_runs_on(client):
+    """ZeCon Guider and ZeCon Latent Inversion on a Wan 2.1 video model, an ACE-Step (flow) and a Stable Audio
+    (v-prediction) audio model, each built by ComfyUI's own config class; then a good prompt runs."""
+    good, good_saves = _prompt(RUNS[:1], next(_SEEDS))
+    for kind, (names, why) in REFUSED.items():
+        for node in ("104", "101"):          # the guider, then the inversion (which runs first when it gets it)
+            p, _ = _prompt(RUNS[:1], next(_SEEDS))
+            p["904"] = {"class_type": "ZeconTestTinyRefusedModel", "inputs": {"kind": kind, "seed": 0}}
+            p[node]["inputs"]["model"] = ["904", 0]
+            _error(client, p, node, f"model: {names} is {why}", "Flux")
     assert client.get_json("/system_stats")["system"]
     entry = client.run(good, timeout=600)
     [latent] = _latents(client, entry, good_saves)

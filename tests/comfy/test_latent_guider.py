@@ -67,12 +67,8 @@ def all_losses(**changes):
     """Every loss on, small settings (2 views, 16 ZeCon positions)."""
     from zecon_pack.nodes.types import GuidanceBundle
     from zecon_pack.zecon_core.guidance.core import GuidanceConfig
-    from zecon_pack.zecon_core.apps.tiny import tiny_vgg_state_dict
-    from zecon_pack.zecon_core.guidance.vgg import VGGFeatures
-    vgg = VGGFeatures()
-    vgg.load_state_dict(tiny_vgg_state_dict())
     config = GuidanceConfig(clip_global=300.0, clip_dir=300.0, n_patch=2, zecon_patches=16)
-    return GuidanceBundle(config.replace(**changes), vgg.requires_grad_(False), "tiny")
+    return GuidanceBundle(config.replace(**changes), latent_fixtures.tiny_vgg(), "tiny")
 
 
 def test_seeded_runs_repeat_and_seeds_differ(pack, sd15, taesd, clip_style):

@@ -58,7 +58,8 @@ TAE decoders for models/vae_approx: :func:`write_taef1` (Flux.1 / Chroma / Lumin
 
 Node pack (tests/comfy/tiny_flow_pack, ``comfy_server_factory(packs={"zecon_tiny_flow": dir})``):
 ``ZeconTestTinyFlow`` (family, seed, width, height) -> MODEL, positive, negative CONDITIONING, LATENT;
-``ZeconTestTinyFlowVAE`` (family, seed) -> VAE.
+``ZeconTestTinyFlowVAE`` (family, seed) -> VAE; ``ZeconTestTinyRefusedModel`` (kind, seed) -> MODEL, a video or
+audio model ZeCon refuses (:func:`refused_model`).
 """
 from __future__ import annotations
 
@@ -212,6 +213,45 @@ def latent(family: str = "flux_dev", seed: int = DEFAULT_SEED, batch: int = 1, h
     if family == "qwen_image":
         shape = (batch, 16, 1, height, width)
     return torch.randn(shape, generator=g)
+
+
+# ------------------------------------------------------------------ models ZeCon refuses
+# kind -> (comfy.supported_models class name, unet config): a video and two audio models, each built by its
+# own config class (none needs torchaudio: that only ACE-Step's and MMAudio's VAEs and the audio encoders import)
+_WAN21 = {"image_model": "wan2.1", "model_type": "t2v", "dim": 32, "ffn_dim": 64, "freq_dim": 32, "num_heads": 2,
+          "num_layers": 1, "in_dim": 16, "out_dim": 16, "text_len": 8, "text_dim": CONTEXT}
+# Stable Audio Open 1.0 (v-prediction): its seconds_start / seconds_total embedders are 768 wide
+_STABLE_AUDIO = {"audio_model": "dit1.0", "io_channels": 64, "embed_dim": 64, "depth": 1, "num_heads": 2,
+                 "cond_token_dim": 768, "global_cond_dim": 1536, "project_cond_tokens": False}
+# ACE-Step (a rectified-flow music DiT): its lyric Conformer has a fixed 1024 width (about 80 M weights)
+_ACE_STEP = {"audio_model": "ace", "num_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2,
+             "text_embedding_dim": CONTEXT, "ssl_latent_dims": [32, 32], "ssl_encoder_depths": [1, 1],
+             "lyric_encoder_vocab_size": 32, "lyric_hidden_size": 32, "max_position": 256}
+REFUSED = {"wan21": ("WAN21_T2V", _WAN21), "stable_audio": ("StableAudio", _STABLE_AUDIO),
+           "ace_step": ("ACEStep", _ACE_STEP)}
+# the model class names (``type(model.model).__name__``) ComfyUI gives them
+REFUSED_TYPES = {"wan21": "WAN21", "stable_audio": "StableAudio1", "ace_step": "ACEStep"}
+
+
+def refused_model(kind: str = "wan21", seed: int = DEFAULT_SEED):
+    """MODEL of a video / audio model ZeCon cannot guide (seeded random weights), built by ComfyUI's own config
+    class: ``wan21`` (Wan 2.1 text-to-video), ``stable_audio`` (Stable Audio Open), ``ace_step`` (ACE-Step)."""
+    import torch
+    import comfy.supported_models as sm
+    if kind not in REFUSED:
+        raise ValueError(f"unknown refused model {kind!r}; one of {tuple(REFUSED)}")
+    cls_name, cfg = REFUSED[kind]
+    mc = getattr(sm, cls_name)(cfg)
+    mc.set_inference_dtype(torch.float32, None)
+    state = {}
+    if kind == "stable_audio":   # get_model loads the two number embedders from the checkpoint's conditioner keys
+        from comfy.ldm.audio.embedders import NumberConditioner
+        for j, name in enumerate(("seconds_start", "seconds_total")):
+            weights = tiny_sd.random_state_dict(NumberConditioner(768, min_val=0, max_val=512), seed + 1 + j)
+            state.update({f"conditioner.conditioners.{name}.{k}": v for k, v in weights.items()})
+    base = mc.get_model(state)
+    tiny_sd.fill_random_(base.diffusion_model, seed)
+    return tiny_sd._patcher(base)
 
 
 # ------------------------------------------------------------------ VAEs

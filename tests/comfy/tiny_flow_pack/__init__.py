@@ -6,6 +6,7 @@ Load it with the harness: ``comfy_server_factory(packs={"zecon_tiny_flow": TINY_
       MODEL: tiny_flow.tiny_model(family, seed); conditionings without a text encoder
       (seeds seed + 1, seed + 2); a standard-normal LATENT of width/8 x height/8 (seed + 3)
   ZeconTestTinyFlowVAE (family, seed) -> VAE  (tiny_flow.tiny_vae: the family's latents)
+  ZeconTestTinyRefusedModel (kind, seed) -> MODEL  (tiny_flow.refused_model: a video / audio model)
 
 The models come from tests/comfy/tiny_flow.py and tiny_sd.py, loaded from this folder's parent
 under private module names (tiny_sd's is the one tests/comfy/tiny_sd_pack uses), so nothing else
@@ -71,6 +72,27 @@ class ZeconTestTinyFlowVAE:
         return (tiny_flow.tiny_vae(family, seed),)
 
 
-NODE_CLASS_MAPPINGS = {"ZeconTestTinyFlow": ZeconTestTinyFlow, "ZeconTestTinyFlowVAE": ZeconTestTinyFlowVAE}
+class ZeconTestTinyRefusedModel:
+    DESCRIPTION = "Tiny random-weight video or audio model that ZeCon cannot guide (tests only)."
+    CATEGORY = "zecon_tests"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "build"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "kind": (list(tiny_flow.REFUSED), {"default": "wan21",
+                                               "tooltip": "Which model: wan21 (video), stable_audio or ace_step "
+                                                          "(audio); see tests/comfy/tiny_flow.py."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
+                             "tooltip": "Weights are drawn from this seed: same seed, same model."})}}
+
+    def build(self, kind, seed):
+        return (tiny_flow.refused_model(kind, seed),)
+
+
+NODE_CLASS_MAPPINGS = {"ZeconTestTinyFlow": ZeconTestTinyFlow, "ZeconTestTinyFlowVAE": ZeconTestTinyFlowVAE,
+                       "ZeconTestTinyRefusedModel": ZeconTestTinyRefusedModel}
 NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinyFlow": "ZeCon test: tiny flow model",
-                              "ZeconTestTinyFlowVAE": "ZeCon test: tiny flow VAE"}
+                              "ZeconTestTinyFlowVAE": "ZeCon test: tiny flow VAE",
+                              "ZeconTestTinyRefusedModel": "ZeCon test: tiny video / audio model"}
