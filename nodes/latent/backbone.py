@@ -98,7 +98,7 @@ def check_model(model) -> None:
         raise ValueError(
             f"model: {type(base).__name__} (prediction type {kind}) is not supported. ZeCon's latent mode needs a "
             f"UNet diffusion model with ε or v prediction (SD1.5, SD2.x, SDXL) or a rectified-flow image model "
-            f"(Flux, SD3, Qwen-Image, Z-Image, Chroma).")
+            f"(Flux.1, Flux.2, Chroma, SD3 / SD3.5, Qwen-Image, Lumina 2 / Z-Image, HiDream-I1).")
 
 
 def check_vae(vae, model) -> None:

@@ -74,8 +74,8 @@ class ZeconLatentInversion(io.ComfyNode):
                         "picture, and the sigmas that continue from it. Sample with SamplerCustomAdvanced, "
                         "DisableNoise and the ZeCon Guider.",
             inputs=[
-                io.Model.Input("model", tooltip="The model you sample with: SD (ε / v) or rectified flow (Flux, SD3, "
-                                                "Qwen-Image, Z-Image, Chroma; their schedules must stay below σ = 1, "
+                io.Model.Input("model", tooltip="The model you sample with: SD (ε / v) or rectified flow (Flux.1 / .2, Chroma, SD3, "
+                                                "Qwen-Image, Z-Image, HiDream; their schedules must stay below σ = 1, "
                                                 "so denoise < 1)."),
                 io.Latent.Input("latent", tooltip="VAE Encode of the source picture (a batch is fine)."),
                 io.Conditioning.Input("conditioning", tooltip="Prompt for the inversion: an empty prompt or a plain "
