@@ -84,9 +84,10 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
             settings[key] = value
     class_types = {n["class_type"] for n in p.values()}
     if "ZeconGuider" in class_types:
-        raise DemoError(EXIT_SETUP, "this is a latent-mode workflow: it runs your own Stable Diffusion checkpoint, "
-                                    "which the demo cannot download; open it in ComfyUI (Browse Templates -> ZeCon) "
-                                    "and pick your checkpoint in Load Checkpoint")
+        raise DemoError(EXIT_SETUP, "this is a latent-mode workflow: it runs your own model (a Stable Diffusion "
+                                    "checkpoint, or a rectified-flow model such as Flux.1 or Z-Image), which the demo "
+                                    "cannot download; open it in ComfyUI (Browse Templates -> ZeCon) and pick your "
+                                    "model files in its loader nodes")
     if not class_types & {"ZeconStyleTransfer", "ZeconSampler"}:
         raise DemoError(EXIT_SETUP, "the workflow has no ZeconStyleTransfer or ZeconSampler node")
     first_style = True

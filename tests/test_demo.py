@@ -57,12 +57,13 @@ def test_patch_workflow_tiny(path):
 
 
 def test_the_latent_twins_are_told_apart():
-    assert {p.stem for p in LATENT_FILES} == {"zecon_sd15_latent", "zecon_sdxl_latent"}
+    assert {p.stem for p in LATENT_FILES} == {"zecon_sd15_latent", "zecon_sdxl_latent", "zecon_flux_latent",
+                                              "zecon_zimage_latent"}
 
 
 @pytest.mark.parametrize("path", LATENT_FILES, ids=[p.stem for p in LATENT_FILES])
 def test_latent_workflows_are_refused_with_what_to_do(path):
-    with pytest.raises(demo.DemoError, match="latent-mode workflow: it runs your own Stable Diffusion checkpoint"):
+    with pytest.raises(demo.DemoError, match="latent-mode workflow: it runs your own model"):
         demo.patch_workflow(json.loads(path.read_text()), image_name="in.png", tiny=True)
 
 
