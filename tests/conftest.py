@@ -35,6 +35,15 @@ def pytest_configure(config):
         "markers", "browser: needs chromium + playwright (real ComfyUI frontend)")
 
 
+def pytest_unconfigure(config):
+    """After the summary: ModelPatchers still alive at interpreter shutdown (tiny models kept by test modules)
+    would run ComfyUI's ``__del__``, which detaches through module globals Python has already torn down and
+    prints an ignored AttributeError per patcher below pytest's summary line; nothing needs detaching then."""
+    patcher = sys.modules.get("comfy.model_patcher")
+    if patcher is not None:
+        patcher.ModelPatcher.__del__ = lambda self: None
+
+
 def _require() -> bool:
     return bool(os.environ.get("ZECON_REQUIRE_COMFY") or os.environ.get("CI"))
 

@@ -8,6 +8,7 @@ bad literal value in an otherwise default node: refused at validation, by a mess
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import math
 
 import pytest
@@ -49,7 +50,9 @@ def _problems(node_id: str, inputs: dict, extra_nodes: dict | None = None) -> li
     import execution
     prompt = {"1": {"class_type": node_id, "inputs": inputs}, **(extra_nodes or {})}
     try:
-        _, errors, _ = asyncio.run(execution.validate_inputs("test", prompt, "1", {}))
+        # in a thread of its own: the session's Playwright driver (frontend tests) may run a loop in this one
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            _, errors, _ = pool.submit(asyncio.run, execution.validate_inputs("test", prompt, "1", {})).result()
     except Exception as e:   # what ComfyUI's validate_prompt reports as the node's one error
         return [part.strip() for part in str(e).split("; ")]
     found = []

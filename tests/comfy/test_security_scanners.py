@@ -75,14 +75,14 @@ def test_comfy_import_guard_finds_nothing_that_breaks_on_0_3_75(shipped, tmp_pat
 
 def test_comfy_lint_accepts_the_api_workflows(comfy_server_factory, tmp_path_factory, tmp_path):
     """The API twins against the server's /object_info. The latent ones name the user's checkpoint
-    (a placeholder no test server has), so they are linted as the tests run them: on the tiny SD models."""
+    (a placeholder no test server has), so they are linted as the tests run them: on the tiny SD / flow models."""
     server = zt.start_server(comfy_server_factory, tmp_path_factory)
     workflows = []
     for name in zt.api_names():
         prompt = zt.load_api(name)
-        if any(node["class_type"] == "CheckpointLoaderSimple" for node in prompt.values()):
+        if any(node["class_type"] == "ZeconGuider" for node in prompt.values()):   # SD or flow latent twin
             path = tmp_path / f"{name}.json"
-            path.write_text(json.dumps(zt.tiny_latent(prompt)))
+            path.write_text(json.dumps(zt.tiny(prompt)))
             workflows.append(str(path))
         else:
             workflows.append(str(zt.API_DIR / f"{name}.json"))
