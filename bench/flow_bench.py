@@ -44,9 +44,6 @@ import argparse
 import contextlib
 import dataclasses
 import gc
-import json
-import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -448,16 +445,7 @@ def main(argv=None) -> int:
     if not args.no_time and torch.device(args.device).type != "cpu":
         raise SystemExit("--device: the timed calls run on the CPU only (GPU figures: not measured here)")
     LB.setup("cpu")
-    failed = False
-    for res in run(args):
-        print(table(res), flush=True)
-        failed |= "flops_error" in res or "time_error" in res
-        if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "a") as f:
-                f.write(json.dumps(res, default=lambda o: None if isinstance(o, float) and not math.isfinite(o)
-                                   else str(o)) + "\n")
-    return 1 if failed else 0
+    return LB.report(run(args), table, args.json)
 
 
 if __name__ == "__main__":

@@ -514,6 +514,21 @@ def describe(args, mode: str) -> dict:
             "zecon_patches": args.zecon_patches, "cfg": CFG, "cfg_batch": 2}
 
 
+def report(results, table, json_path) -> int:
+    """Print each result row with ``table`` and append it to ``json_path`` (JSON lines; non-finite floats as
+    null) as it lands; 1 when any measurement failed. Shared by this benchmark and ``flow_bench``."""
+    failed = False
+    for res in results:
+        print(table(res), flush=True)
+        failed |= "flops_error" in res or "time_error" in res
+        if json_path:
+            os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
+            with open(json_path, "a") as f:
+                f.write(json.dumps(res, default=lambda o: None if isinstance(o, float) and not math.isfinite(o)
+                                   else str(o)) + "\n")
+    return 1 if failed else 0
+
+
 def measure(args, describe, count_step_flops, build_real, timed):
     """One result row per mode: ``describe(args, mode)``, its FLOPs on the meta device
     (``count_step_flops(args, mode)``) and its timings (``timed(built, mode, res)`` on the models
@@ -622,16 +637,7 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device")
     setup(args.device)
-    failed = False
-    for res in run(args):
-        print(table(res), flush=True)
-        failed |= "flops_error" in res or "time_error" in res
-        if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "a") as f:
-                f.write(json.dumps(res, default=lambda o: None if isinstance(o, float) and not math.isfinite(o)
-                                   else str(o)) + "\n")
-    return 1 if failed else 0
+    return report(run(args), table, args.json)
 
 
 if __name__ == "__main__":
