@@ -2,7 +2,8 @@
 #
 #   make demo          local ComfyUI + this pack, default models downloaded and verified,
 #                      the bundled sample restyled by the shipped workflow; prints where it is
-#   make demo TINY=1   the same path offline with tiny random-weight models (the result is noise)
+#   make demo TINY=1   the same path offline on the miniature world (bench/world): its trained
+#                      32-px models restyle one of its pictures, beside the ground truth
 #   make test          the full test suite (exactly what .ci/run calls)
 #
 # Both build (or reuse) the environment with scripts/setup_env.sh: a venv with

@@ -101,9 +101,14 @@ def pixel_settings() -> list[PixelSetting]:
     paper = zc.GuidanceConfig(vgg=0.0)
     off = paper.replace(**{k: 0.0 for k in zc.LOSS_NAMES})
     sweep = [PixelSetting(f"ZeCon {w}", paper.replace(zecon=float(w))) for w in (250, 1000, 2000, 4000)]
+    normalised = paper.replace(normalise_resolution=True)
     return [PixelSetting("no guidance", off), PixelSetting(BASELINE, paper.replace(zecon=0.0)),
             PixelSetting(DEFAULTS, paper), *sweep,
-            PixelSetting("defaults, DDIM start", paper, start="latent")]
+            PixelSetting("no MSE", paper.replace(mse=0.0)),
+            PixelSetting("defaults, DDIM start", paper, start="latent"),
+            PixelSetting("CLIP, ZeCon 0, DDIM start", paper.replace(zecon=0.0), start="latent"),
+            PixelSetting("normalised for resolution", normalised),
+            PixelSetting("normalised, ZeCon 0", normalised.replace(zecon=0.0))]
 
 
 class PixelWorld:

@@ -64,6 +64,11 @@ SETTINGS = {
     "strength 10": Setting(strength=10.0),
     "strength 30": Setting(strength=30.0),
     "strength 10, ZeCon 0": Setting(strength=10.0, weights={"zecon": 0.0}),
+    "strength 10, ZeCon 125": Setting(strength=10.0, weights={"zecon": 125.0}),
+    "strength 10, ZeCon 2000": Setting(strength=10.0, weights={"zecon": 2000.0}),
+    "strength 10, ZeCon 8000": Setting(strength=10.0, weights={"zecon": 8000.0}),
+    "strength 10, layers 0": Setting(strength=10.0, layers="0"),
+    "strength 10, layers 0,1,3": Setting(strength=10.0, layers="0,1,3"),
     "layers 0": Setting(layers="0"),
     "layers 3": Setting(layers="3"),
     "layers 0,1,3": Setting(layers="0,1,3"),
@@ -254,17 +259,45 @@ def main(argv=None):
 
 
 def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None) -> None:
-    """One latent.json and table of several runs (same edits and seeds, disjoint settings)."""
+    """One latent.json and table of several runs (same edits and run settings).
+
+    Runs may hold different settings, or the same setting with other seeds: a setting's seeds are
+    stacked (metrics [seeds, sources], time per picture averaged over all its pictures). Every
+    setting ends with the seeds of the whole merge; an unguided setting (deterministic, run once)
+    has its one seed's results repeated."""
+    import torch
     from bench.quality import SettingResult, table
     runs = [json.loads(Path(p).read_text()) for p in paths]
     first = runs[0]
     for r in runs[1:]:
-        if r["edits"] != first["edits"] or r["seeds"] != first["seeds"] or r["run"] != first["run"]:
-            raise SystemExit(f"--merge: the runs differ in edits, seeds or run settings: {paths}")
+        if r["edits"] != first["edits"] or r["run"] != first["run"]:
+            raise SystemExit(f"--merge: the runs differ in edits or run settings: {paths}")
+    seeds = sorted({s for r in runs for s in r["seeds"]})
+    by_name: dict[str, list[tuple[list[int], dict]]] = {}
+    for r in runs:
+        for res in r["results"]:
+            by_name.setdefault(res["name"], []).append((r["seeds"], res))
+    results = []
+    for name, parts in by_name.items():
+        rows: dict[int, dict] = {}
+        seconds, pictures = 0.0, 0
+        for run_seeds, res in parts:
+            n = len(res["metrics"][METRICS[0]])
+            for k, seed in enumerate(run_seeds[:n]):
+                rows.setdefault(seed, {m: res["metrics"][m][k] for m in METRICS})
+            seconds += res["seconds_per_image"] * n
+            pictures += n
+        have = sorted(rows)
+        guided = SETTINGS[name].guided if name in SETTINGS else True
+        if have != seeds and not (not guided and have):
+            raise SystemExit(f"--merge: setting {name!r} has seeds {have}, the merge has {seeds}")
+        metrics = {m: torch.tensor([rows[s if s in rows else have[0]][m] for s in seeds]) for m in METRICS}
+        results.append(SettingResult(name, metrics, seconds / pictures))
+    order = [n for n in SETTINGS if n in by_name]
+    results.sort(key=lambda r: order.index(r.name))
     combined = {**first, "command": [r["command"] for r in runs], "machine": [r["machine"] for r in runs],
-                "settings": {k: v for r in runs for k, v in r["settings"].items()},
-                "results": [res for r in runs for res in r["results"]]}
-    results = [SettingResult.from_json(d) for d in combined["results"]]
+                "seeds": seeds, "settings": {k: v for r in runs for k, v in r["settings"].items()},
+                "results": [r.to_json() for r in results]}
     md = table(results, baseline=reference)
     print(md)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 """``make demo``: restyle the bundled sample image with a shipped workflow in a real, headless ComfyUI.
 
     python scripts/demo.py            # real models (downloaded and verified first; about 2.8 GB)
-    python scripts/demo.py --tiny     # tiny random-weight models, offline, seconds: the result is NOISE
+    python scripts/demo.py --tiny     # the miniature world, offline, about a minute on a CPU
 
 Run it with the environment ``scripts/setup_env.sh`` builds (``make demo`` does
 both). What it does:
@@ -11,16 +11,22 @@ both). What it does:
    (``$ZECON_MODELS_DIR`` or ``~/.cache/zecon/models``, shared with the CLI):
    ImageNet ADM ``256x256_diffusion_uncond.pt`` (verified SHA256), VGG19 (its
    three layers are extracted once), and CLIP ViT-B-16/openai through
-   open_clip (Hugging Face cache). With ``--tiny``: writes tiny models instead.
-   Without network it says which URL failed, where to put the files by hand,
-   and suggests ``make demo TINY=1``.
+   open_clip (Hugging Face cache). Without network it says which URL failed,
+   where to put the files by hand, and suggests ``make demo TINY=1``.
+   With ``--tiny``: the miniature world's committed models instead
+   (``bench/world/weights``: a 32-px ADM UNet and a small CLIP trained on the
+   world's pictures, checked against their manifest), and a picture of that
+   world ("a dots blue square") restyled to "a stripes blue square"
+   (``bench/world/demo.py``);
 2. starts ComfyUI (the tree setup_env.sh unpacked) with this pack linked into a
    throw-away ``custom_nodes`` folder (tests/comfy/harness.py), on 127.0.0.1;
 3. POSTs the API-format twin of the shipped workflow
    (``tests/workflows_api/zecon_style_transfer_imagenet.json`` by default)
    with the image, the model names and, if asked, prompt/steps/size patched;
 4. waits (progress bar), copies the saved image(s) to ``output/demo/`` and
-   prints where they are; stops ComfyUI.
+   prints where they are; stops ComfyUI. With ``--tiny`` it saves the world's
+   source, the result and the ground truth (8x larger) and a sheet of the three,
+   and prints what the world's grader sees on the result.
 
 Exit codes: 0 ok, 2 usage, 3 ComfyUI/workflow/model-file problem, 4 download
 or network problem, 5 the workflow failed while running, 130 interrupted.
@@ -42,15 +48,13 @@ for p in (REPO, REPO / "tests" / "comfy"):
         sys.path.insert(0, str(p))
 
 import harness  # noqa: E402  (tests/comfy/harness.py: the real ComfyUI server runner)
+from bench.world import demo as world  # noqa: E402  (the miniature world: --tiny)
 
 DEFAULT_WORKFLOW = REPO / "tests" / "workflows_api" / "zecon_style_transfer_imagenet.json"
 DEFAULT_IMAGE = REPO / "assets" / "sample.png"
 DEFAULT_OUT = REPO / "output" / "demo"
 PACK_NAME = "zecon_comfyui"
 INPUT_NAME = "zecon_demo_input.png"
-TINY_SETTINGS = {"respacing": "6", "skip": 3, "size": 64, "n_patch": 2, "zecon_patches": 16}
-TINY_UNET, TINY_CLIP, TINY_VGG = "tiny_adm.safetensors", "tiny_clip.safetensors", "tiny_vgg.safetensors"
-NOISE_NOTE = "tiny random-weight test models: this image is NOISE, not a style transfer"
 
 EXIT_OK, EXIT_USAGE, EXIT_SETUP, EXIT_DOWNLOAD, EXIT_RUN, EXIT_INTERRUPTED = 0, 2, 3, 4, 5, 130
 
@@ -73,15 +77,19 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
 
     ``present_files``: file names in the models folder; a loader label
     ``"<file> (download on first use)"`` whose file is there becomes the plain
-    file name (ComfyUI lists only one of the two).
+    file name (ComfyUI lists only one of the two). ``tiny``: the miniature
+    world's models, settings (``bench.world.demo.SETTINGS``) and captions; the
+    source prompt becomes the world picture's caption.
     """
     from zecon_core.files import registry
 
     p = copy.deepcopy(prompt)
-    settings = dict(TINY_SETTINGS) if tiny else {}
+    settings = dict(world.SETTINGS) if tiny else {}
     for key, value in (("respacing", respacing), ("skip", skip), ("size", size), ("n_patch", n_patch)):
         if value is not None:
             settings[key] = value
+    if tiny and prompt_text is None:
+        prompt_text = world.TARGET_CAPTION
     class_types = {n["class_type"] for n in p.values()}
     if "ZeconGuider" in class_types:
         raise DemoError(EXIT_SETUP, "this is a latent-mode workflow: it runs your own model (a Stable Diffusion "
@@ -98,7 +106,7 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
             inputs["image"] = image_name
         elif ct == "ZeconDiffusionLoader":
             if tiny:
-                inputs["model_name"] = TINY_UNET
+                inputs["model_name"] = world.UNET_FILE
             else:
                 entry = registry.parse_display_name(inputs["model_name"])
                 if entry is not None:
@@ -107,24 +115,25 @@ def patch_workflow(prompt: dict, *, image_name: str, tiny: bool, present_files: 
                         inputs["model_name"] = local
         elif ct == "ZeconClipLoader":
             if tiny:
-                inputs["local_file"] = TINY_CLIP
+                inputs["local_file"] = world.CLIP_FILE
             elif inputs.get("local_file", "none") == "none" and _hand_placed_clip(inputs, present_files):
                 inputs["local_file"] = _hand_placed_clip(inputs, present_files)
         if ct in ("ZeconInversion", "ZeconStyleTransfer"):
-            for k in ("respacing", "skip", "size"):
+            for k in ("respacing", "skip", "size", "size_policy"):
                 if k in settings:
                     inputs[k] = settings[k]
-        if ct in ("ZeconGuidance", "ZeconStyleTransfer") and "n_patch" in settings:
-            inputs["n_patch"] = settings["n_patch"]
-        if ct == "ZeconGuidance" and "zecon_patches" in settings:
-            inputs["zecon_patches"] = settings["zecon_patches"]
+        if ct in ("ZeconGuidance", "ZeconStyleTransfer"):
+            for k in ("n_patch", "vgg"):
+                if k in settings:
+                    inputs[k] = settings[k]
         if ct in ("ZeconSampler", "ZeconStyleTransfer") and seed is not None:
             inputs["seed"] = seed
-        if prompt_text is not None and ct == "ZeconStyleTransfer":
-            inputs["target_prompt"] = prompt_text
-        if prompt_text is not None and ct == "ZeconStylePrompt" and first_style:
-            inputs["target_prompt"] = prompt_text
-            first_style = False
+        if ct == "ZeconStyleTransfer" or (ct == "ZeconStylePrompt" and first_style):
+            if prompt_text is not None:
+                inputs["target_prompt"] = prompt_text
+            if tiny:
+                inputs["source_prompt"] = world.caption(world.SOURCE)
+            first_style = first_style and ct != "ZeconStylePrompt"
     return p
 
 
@@ -161,16 +170,6 @@ def models_needed(prompt: dict, present_files=frozenset()) -> dict:
 
 
 # --------------------------------------------------------------------------- models
-def prepare_tiny_models(folder: Path) -> None:
-    from zecon_core.apps.tiny import write_tiny_models
-    from zecon_core.guidance.vgg import LAYERS_FILE
-
-    if not all((folder / n).is_file() for n in (TINY_UNET, TINY_CLIP, TINY_VGG, LAYERS_FILE)):
-        paths = write_tiny_models(folder)
-        # the guidance nodes' "auto" VGG looks for the extracted-layers file
-        shutil.copyfile(paths["vgg"], folder / LAYERS_FILE)
-
-
 def _bar(desc: str):
     from tqdm import tqdm
 
@@ -233,7 +232,8 @@ def download_models(needed: dict, folder: Path) -> None:
             lines += [f"* {what}:", *("    " + ln for ln in msg.splitlines()), ""]
         lines += [f"Put the files by hand in {folder} (the names and URLs are above), then run `make demo` again.",
                   "To see the whole machinery work offline now, run:   make demo TINY=1",
-                  "(tiny random-weight models: the picture it makes is noise, and labelled so)."]
+                  "(the miniature world: small models trained on pictures of one shape, committed "
+                  "with the pack; it restyles a picture of that world)."]
         raise DemoError(EXIT_DOWNLOAD, "\n".join(lines))
 
 
@@ -294,29 +294,17 @@ def run_prompt(server, prompt: dict, timeout: float) -> dict:
     return entry
 
 
-def label_noise(path: Path) -> None:
-    from PIL import Image, PngImagePlugin
-
-    from zecon_core.apps.cli import label_noise as stamp
-
-    with Image.open(path) as im:
-        info = PngImagePlugin.PngInfo()
-        for k, v in (im.text or {}).items():
-            info.add_text(k, v)
-        info.add_text("zecon_note", NOISE_NOTE)
-        out = stamp(im.convert("RGB"))
-    out.save(path, pnginfo=info)
-
-
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true",
-                    help="tiny random-weight models, offline: checks the machinery, the output is NOISE")
+                    help="the miniature world, offline: its committed 32-px models restyle one of its pictures "
+                         "(bench/world/demo.py); --prompt then takes a world caption")
     ap.add_argument("--workflow", type=Path, default=DEFAULT_WORKFLOW,
                     help="API-format workflow (default: %(default)s)")
-    ap.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="image to restyle (default: the sample)")
+    ap.add_argument("--image", type=Path, default=None,
+                    help="image to restyle (default: the sample; with --tiny the world's own picture, no other)")
     ap.add_argument("--prompt", default=None, help="target style (default: the workflow's)")
     ap.add_argument("--steps", default=None, help="respacing, e.g. 50 or ddim25 (default: the workflow's)")
     ap.add_argument("--skip", type=int, default=None)
@@ -325,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--n-patch", type=int, default=None)
     ap.add_argument("--models-dir", type=Path, default=None,
                     help="models folder (default: $ZECON_MODELS_DIR or ~/.cache/zecon/models; --tiny: "
-                         "~/.cache/zecon/demo/tiny-models)")
+                         "~/.cache/zecon/demo/world-models)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the result goes (default: %(default)s)")
     ap.add_argument("--workdir", type=Path, default=None,
                     help="ComfyUI's throw-away folders (default: ~/.cache/zecon/demo/run)")
@@ -342,17 +330,31 @@ def main(argv=None) -> int:
     try:
         if not args.workflow.is_file():
             raise DemoError(EXIT_USAGE, f"no workflow file {args.workflow}")
-        if not args.image.is_file():
-            raise DemoError(EXIT_USAGE, f"no image file {args.image}")
+        target = None
+        if args.tiny:
+            if args.image is not None:
+                raise DemoError(EXIT_USAGE, "--image: the miniature world's models know only the world's own "
+                                            "pictures; --tiny draws one (leave --image out)")
+            try:
+                target = world.target_scene(args.prompt or world.TARGET_CAPTION)
+            except ValueError as e:
+                raise DemoError(EXIT_USAGE, f"--prompt: {e}") from None
+        else:
+            args.image = args.image or DEFAULT_IMAGE
+            if not args.image.is_file():
+                raise DemoError(EXIT_USAGE, f"no image file {args.image}")
         if not harness.comfyui_available():
             raise DemoError(EXIT_SETUP, f"ComfyUI is not at {harness.default_comfyui_dir()}: run "
                                         "`bash scripts/setup_env.sh` first (`make demo` does)")
         prompt = json.loads(args.workflow.read_text())
         cache = Path(os.environ.get("ZECON_CACHE") or Path.home() / ".cache" / "zecon")
         if args.tiny:
-            say(f"[demo] --tiny: {NOISE_NOTE}")
-            models = (args.models_dir or cache / "demo" / "tiny-models").expanduser()
-            prepare_tiny_models(models)
+            say(f"[demo] --tiny: {world.NOTE}")
+            models = (args.models_dir or cache / "demo" / "world-models").expanduser()
+            try:
+                world.prepare_models(models)
+            except RuntimeError as e:
+                raise DemoError(EXIT_SETUP, str(e)) from None
         else:
             from zecon_core.files.registry import default_cache_dir
             models = (args.models_dir or default_cache_dir()).expanduser()
@@ -381,7 +383,11 @@ def main(argv=None) -> int:
         except harness.ComfyStartupError as e:
             raise DemoError(EXIT_SETUP, f"ComfyUI did not start: {e}") from None
         server.input_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(args.image, server.input_dir / INPUT_NAME)
+        if args.tiny:
+            world.save_source(server.input_dir / INPUT_NAME)
+            say(f"[demo] the world's picture \"{world.caption(world.SOURCE)}\" -> \"{world.caption(target)}\"")
+        else:
+            shutil.copyfile(args.image, server.input_dir / INPUT_NAME)
         timeout = args.timeout or (900.0 if args.tiny else 6 * 3600.0)
         say(f"[demo] queueing {args.workflow.relative_to(REPO) if args.workflow.is_relative_to(REPO) else args.workflow}")
         entry = run_prompt(server, api, timeout)
@@ -390,13 +396,17 @@ def main(argv=None) -> int:
             raise DemoError(EXIT_RUN, "the workflow ran but saved no image")
         args.out.mkdir(parents=True, exist_ok=True)
         results = []
-        for i, src in enumerate(saved):
-            stem = args.workflow.stem + ("_tiny_NOISE" if args.tiny else "") + (f"_{i + 1}" if len(saved) > 1 else "")
-            dst = args.out / f"{stem}.png"
-            shutil.copyfile(src, dst)
-            if args.tiny:
-                label_noise(dst)
-            results.append(dst.resolve())
+        if args.tiny:
+            paths, verdict = world.report(Path(saved[0]), world.SOURCE, target, args.out)
+            say(f"[demo] {verdict.line()}")
+            say(f"[demo] source {paths['source']}, ground truth {paths['ground_truth']}, "
+                f"result {paths['result']}")
+            results.append(paths["sheet"].resolve())
+        else:
+            for i, src in enumerate(saved):
+                dst = args.out / f"{args.workflow.stem}{f'_{i + 1}' if len(saved) > 1 else ''}.png"
+                shutil.copyfile(src, dst)
+                results.append(dst.resolve())
     except DemoError as e:
         say(f"[demo] ERROR: {e}")
         if server is not None and server.log_path.is_file() and e.code in (EXIT_SETUP, EXIT_RUN):
@@ -410,7 +420,7 @@ def main(argv=None) -> int:
             server.stop()
     say(f"[demo] done in {time.monotonic() - t0:.0f}s")
     for r in results:
-        say(f"[demo] result: {r}" + ("   (tiny random-weight models: this is NOISE)" if args.tiny else ""))
+        say(f"[demo] result: {r}" + ("   (source | result | ground truth, the miniature world)" if args.tiny else ""))
         print(r)
     return EXIT_OK
 

@@ -1,5 +1,7 @@
 """``make demo`` (scripts/demo.py): workflow patching, the offline message, and the
-whole ``--tiny`` path through a real ComfyUI server (what ``make demo TINY=1`` runs)."""
+whole ``--tiny`` path through a real ComfyUI server (what ``make demo TINY=1`` runs): the
+miniature world's committed models restyle one of its pictures, and the world's grader (which
+never guides) names the target attribute on the result."""
 from __future__ import annotations
 
 import importlib.util
@@ -39,21 +41,42 @@ def test_default_workflow_is_shipped():
 @pytest.mark.parametrize("path", PIXEL_FILES, ids=[p.stem for p in PIXEL_FILES])
 def test_patch_workflow_tiny(path):
     original = json.loads(path.read_text())
-    p = demo.patch_workflow(original, image_name="in.png", tiny=True, prompt_text="a mosaic", seed=7)
+    p = demo.patch_workflow(original, image_name="in.png", tiny=True, prompt_text="a checker red square", seed=7)
     assert p is not original and json.loads(path.read_text()) == original      # input untouched
     kinds = {n["class_type"]: n["inputs"] for n in p.values()}
     assert kinds["LoadImage"]["image"] == "in.png"
-    assert kinds["ZeconDiffusionLoader"]["model_name"] == demo.TINY_UNET
-    assert kinds["ZeconClipLoader"]["local_file"] == demo.TINY_CLIP
+    assert kinds["ZeconDiffusionLoader"]["model_name"] == "unet_world32.safetensors"
+    assert kinds["ZeconClipLoader"]["local_file"] == "clip_world32.safetensors"
     for n in p.values():
         ct, inputs = n["class_type"], n["inputs"]
         if ct in ("ZeconInversion", "ZeconStyleTransfer"):
-            assert (inputs["respacing"], inputs["skip"], inputs["size"]) == ("6", 3, 64)
+            assert (inputs["respacing"], inputs["skip"], inputs["size_policy"]) == ("50", 25, "as_is")
+        if ct in ("ZeconGuidance", "ZeconStyleTransfer"):
+            assert inputs["vgg"] == 0.0
         if ct in ("ZeconSampler", "ZeconStyleTransfer"):
             assert inputs["seed"] == 7
-    prompts = [n["inputs"]["target_prompt"] for n in p.values()
-               if n["class_type"] in ("ZeconStyleTransfer", "ZeconStylePrompt")]
-    assert prompts[0] == "a mosaic"
+    styles = [n["inputs"] for n in p.values() if n["class_type"] in ("ZeconStyleTransfer", "ZeconStylePrompt")]
+    assert styles[0]["target_prompt"] == "a checker red square"
+    assert styles[0]["source_prompt"] == "a dots blue square"
+
+
+def test_tiny_prompt_takes_world_captions_only():
+    assert demo.world.target_scene("a stripes blue square") == demo.world.restyle(demo.world.SOURCE,
+                                                                                  texture="stripes")
+    for bad in ("a watercolor painting", "a stripes blue circle", "a stripes teal square"):
+        with pytest.raises(ValueError, match="square|know captions"):
+            demo.world.target_scene(bad)
+    default = demo.patch_workflow(json.loads(demo.DEFAULT_WORKFLOW.read_text()), image_name="in.png", tiny=True)
+    node = next(n["inputs"] for n in default.values() if n["class_type"] == "ZeconStyleTransfer")
+    assert node["target_prompt"] == demo.world.TARGET_CAPTION == "a stripes blue square"
+
+
+@pytest.mark.parametrize("args, message", [(["--prompt", "a mosaic"], "--prompt: the miniature world"),
+                                          (["--image", "assets/sample.png"], "--image: the miniature world")])
+def test_tiny_usage_errors(args, message):
+    r = subprocess.run([sys.executable, ROOT / "scripts" / "demo.py", "--tiny", *args], capture_output=True,
+                       text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
 def test_the_latent_twins_are_told_apart():
@@ -109,7 +132,8 @@ def test_offline_demo_says_which_url_failed_and_suggests_tiny(tmp_path):
 
 @pytest.mark.comfy
 def test_make_demo_tiny_end_to_end(tmp_path):
-    """scripts/demo.py --tiny: tiny models, real ComfyUI, the shipped all-in-one workflow, a labelled result."""
+    """scripts/demo.py --tiny: the world's models, real ComfyUI, the shipped all-in-one workflow; the grader
+    names the target texture on the result (not noise, not the source) and the object stays where it was."""
     import harness
 
     if not harness.comfyui_available():
@@ -122,12 +146,17 @@ def test_make_demo_tiny_end_to_end(tmp_path):
                         "--workdir", tmp_path / "run", "--out", out],
                        capture_output=True, text=True, timeout=900, env=_env())
     assert r.returncode == 0, r.stderr[-4000:]
-    result = out / "zecon_style_transfer_imagenet_tiny_NOISE.png"
-    assert r.stdout.strip() == str(result.resolve())
-    assert "NOISE" in r.stderr and f"result: {result.resolve()}" in r.stderr
-    im = Image.open(result)
-    assert im.size == (64, 64)
-    assert "NOISE" in im.text["zecon_note"]
-    assert im.convert("RGB").getpixel((1, 1)) == (200, 0, 0)        # the visible label
+    sheet = out / "world_demo.png"
+    assert r.stdout.strip() == str(sheet.resolve())
+    assert f"result: {sheet.resolve()}" in r.stderr and "miniature world" in r.stderr
+    assert 'grader sees "a stripes blue square" (target "a stripes blue square": reached)' in r.stderr
+    for name in ("world_source.png", "world_result.png", "world_ground_truth.png"):
+        im = Image.open(out / name)
+        assert im.size == (256, 256) and "miniature world" in im.text["zecon_note"]
+    result = demo.world.from_pil(Image.open(out / "world_result.png").resize((32, 32), Image.NEAREST))
+    verdict = demo.world.grade(result, demo.world.SOURCE, demo.world.target_scene("a stripes blue square"))
+    assert verdict.reached and verdict.iou >= 0.5, verdict.line()
+    source = demo.world.from_pil(Image.open(out / "world_source.png").resize((32, 32), Image.NEAREST))
+    assert (result - source).abs().mean() > 0.05                       # restyled, not the source back
     assert not (tmp_path / "run" / "base" / "custom_nodes" / demo.PACK_NAME).exists() or \
         (tmp_path / "run" / "base" / "custom_nodes" / demo.PACK_NAME).resolve() == ROOT
