@@ -4,7 +4,9 @@ tests/workflows_world/zecon_world_latent.json (API format) restyles a picture of
 pack's ZeconTestWorldSD loads the committed SD1.5-config model (MODEL, CLIP, KL VAE), ZeCon Latent
 Inversion inverts the VAE-encoded picture, the ZeCon Guider (defaults, shortcut mode, the TAESD decoder
 found in models/vae_approx as ComfyUI finds it) guides SamplerCustomAdvanced towards the target caption.
-The same graph with the stock VAELoader's TAESD-format VAE file runs too.
+The same graph with the stock VAELoader's TAESD-format VAE file runs too. The UI twin,
+bench/world/workflows/zecon_world_latent.json, is built with it by world_workflows.py and checked in the
+frontend by test_world_workflow.py.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+import world_workflows as ww
 import zecon_testing as zt
 
 pytestmark = pytest.mark.comfy
@@ -28,11 +30,10 @@ if str(REPO) not in sys.path:
 from bench.world import latent_model as lm          # noqa: E402
 from bench.world import world as W                  # noqa: E402
 
-WORKFLOW = REPO / "tests" / "workflows_world" / "zecon_world_latent.json"
-SOURCE = W.Scene("square", "dots", "blue", 0.5, 0.5, 0.6, 0.7)
-TARGET = W.restyle(SOURCE, colour="red")
-SOURCE_NAME = "world_source.png"
-TAESD_DECODER_NAME = "taesd_decoder_world.safetensors"   # latent_format.taesd_decoder_name is "taesd_decoder"
+# the API twin of bench/world/workflows/zecon_world_latent.json (both written by world_workflows.py)
+WORKFLOW = ww.API_PATH
+SOURCE, TARGET = ww.SOURCE, ww.TARGET
+TAESD_DECODER_NAME = ww.TAESD_DECODER_NAME   # latent_format.taesd_decoder_name is "taesd_decoder"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,10 @@ def server(comfy_server_factory, tmp_path_factory):
     (root / "vae_approx").mkdir()
     (root / "vae" / lm.FILES["taesd_vae"]).symlink_to(lm.weights_path("taesd_vae"))
     (root / "vae_approx" / TAESD_DECODER_NAME).symlink_to(lm.weights_path("taesd_decoder"))
-    server = comfy_server_factory(packs={zt.PACK_NAME: zt.PACK_DIR, zt.TINY_SD_PACK_NAME: zt.TINY_SD_PACK},
+    server = comfy_server_factory(packs=ww.PACKS,
                                   model_folders={"vae": root / "vae", "vae_approx": root / "vae_approx"},
                                   env=zt.SERVER_ENV)
-    picture = ((W.render([SOURCE], lm.IMAGE_SIZE)[0] + 1) * 127.5).round().clamp(0, 255).byte()
-    Image.fromarray(picture.permute(1, 2, 0).numpy()).save(Path(server.input_dir) / SOURCE_NAME)
+    ww.write_source_picture(server.input_dir)
     return server
 
 

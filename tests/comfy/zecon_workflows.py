@@ -457,9 +457,10 @@ LAYOUT_JS = """
 """
 
 
-def build(fe, name: str) -> None:
-    """Create the nodes and links with the frontend's own LiteGraph, then lay them out in columns."""
-    spec = WORKFLOWS[name]
+def build(fe, name: str, spec: dict | None = None) -> None:
+    """Create the nodes and links with the frontend's own LiteGraph, then lay them out in columns
+    (``spec``: a workflow as in WORKFLOWS; default WORKFLOWS[name])."""
+    spec = spec or WORKFLOWS[name]
     # previews are kept per node id: without this a node inherits the image of the previous graph's node
     # with its id (the thumbnail would show it)
     fe.evaluate("() => { app.nodeOutputs = {}; }")
@@ -508,6 +509,21 @@ def save_thumbnail(png: Path, jpg: Path, width: int = THUMB_WIDTH) -> Path:
     return jpg
 
 
+def write_workflow(fe, name: str, out_workflows: Path, out_api: Path, shots: Path,
+                   spec: dict | None = None) -> tuple[list[Path], Path]:
+    """Build one workflow and write its UI format (Export), thumbnail and API format (graphToPrompt().output),
+    all from the same graph: ([the three paths], the full-size screenshot)."""
+    out_workflows.mkdir(parents=True, exist_ok=True)
+    out_api.mkdir(parents=True, exist_ok=True)
+    build(fe, name, spec)
+    fe.export_workflow(out_workflows / f"{name}.json")
+    api = fe.api_prompt()
+    (out_api / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
+    png = fe.screenshot(shots / f"{name}.png")
+    save_thumbnail(png, out_workflows / f"{name}.jpg")
+    return [out_workflows / f"{name}.json", out_workflows / f"{name}.jpg", out_api / f"{name}.json"], png
+
+
 def write_all(fe, out_workflows: Path = zt.WORKFLOWS_DIR, out_api: Path = zt.API_DIR,
               docs_image: Path | None = zt.REPO / "docs" / "images" / "modular_graph.png",
               shots: Path = zt.ARTIFACTS / "workflow_builder") -> list[Path]:
@@ -515,13 +531,8 @@ def write_all(fe, out_workflows: Path = zt.WORKFLOWS_DIR, out_api: Path = zt.API
     out_api.mkdir(parents=True, exist_ok=True)
     written = []
     for name in WORKFLOWS:
-        build(fe, name)
-        fe.export_workflow(out_workflows / f"{name}.json")
-        api = fe.api_prompt()
-        (out_api / f"{name}.json").write_text(json.dumps(api, indent=2) + "\n")
-        png = fe.screenshot(shots / f"{name}.png")
-        save_thumbnail(png, out_workflows / f"{name}.jpg")
-        written += [out_workflows / f"{name}.json", out_workflows / f"{name}.jpg", out_api / f"{name}.json"]
+        paths, png = write_workflow(fe, name, out_workflows, out_api, shots)
+        written += paths
         if name == "zecon_modular_imagenet" and docs_image is not None:
             docs_image.parent.mkdir(parents=True, exist_ok=True)
             docs_image.write_bytes(png.read_bytes())
