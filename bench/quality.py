@@ -95,6 +95,7 @@ class PixelSetting:
     name: str
     guidance: zc.GuidanceConfig
     start: str = "renoise"
+    sampler: str = "ddpm"
 
 
 def pixel_settings() -> list[PixelSetting]:
@@ -107,6 +108,9 @@ def pixel_settings() -> list[PixelSetting]:
             PixelSetting("no MSE", paper.replace(mse=0.0)),
             PixelSetting("defaults, DDIM start", paper, start="latent"),
             PixelSetting("CLIP, ZeCon 0, DDIM start", paper.replace(zecon=0.0), start="latent"),
+            PixelSetting("no guidance, DDIM sampler", off, sampler="ddim"),
+            PixelSetting("defaults, DDIM sampler", paper, sampler="ddim"),
+            PixelSetting("CLIP, ZeCon 0, DDIM sampler", paper.replace(zecon=0.0), sampler="ddim"),
             PixelSetting("normalised for resolution", normalised),
             PixelSetting("normalised, ZeCon 0", normalised.replace(zecon=0.0))]
 
@@ -137,7 +141,8 @@ class PixelWorld:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # "all guidance weights are 0" for the unguided row
                 return zc.sample_guided(self.model, inv, style, self.clip, setting.guidance,
-                                        seed=1000 * seed, start=setting.start).cpu()
+                                        seed=1000 * seed, start=setting.start,
+                                        sampler=setting.sampler).cpu()
         return restyle
 
 

@@ -17,6 +17,7 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from bench.world import manifest
+from bench.world.figures import to_pil
 from bench.world.world import COLOURS, SHAPES, TEXTURES, Scene, caption, object_mask, render, restyle, segment
 from bench.world.world import iou as mask_iou
 
@@ -83,13 +84,6 @@ def prepare_models(folder: Path) -> Path:
     return folder
 
 
-def to_pil(picture: torch.Tensor, scale: int = 1) -> Image.Image:
-    """[3, H, W] in [-1, 1] -> RGB picture, enlarged ``scale`` x by nearest neighbour."""
-    array = ((picture.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    im = Image.fromarray(array)
-    return im.resize((im.width * scale, im.height * scale), Image.NEAREST) if scale > 1 else im
-
-
 def from_pil(im: Image.Image) -> torch.Tensor:
     """RGB picture -> [3, H, W] in [-1, 1]."""
     t = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8)
@@ -97,7 +91,7 @@ def from_pil(im: Image.Image) -> torch.Tensor:
 
 
 def save_source(path: Path, source: Scene = SOURCE) -> None:
-    to_pil(render([source], SIZE)[0]).save(path)
+    to_pil(render([source], SIZE)[0], 1).save(path)
 
 
 def grade(result: torch.Tensor, source: Scene, target: Scene) -> Verdict:
