@@ -72,6 +72,10 @@ SETTINGS = {
     "strength 4, ZeCon 2000": Setting(strength=4.0, weights={"zecon": 2000.0}),
     "strength 4, ZeCon 8000": Setting(strength=4.0, weights={"zecon": 8000.0}),
     "full mode, ZeCon 2000": Setting(mode="full", weights={"zecon": 2000.0}),
+    "strength 2, ZeCon 8000": Setting(strength=2.0, weights={"zecon": 8000.0}),
+    "strength 4, ZeCon 4000": Setting(strength=4.0, weights={"zecon": 4000.0}),
+    "strength 4, ZeCon 16000": Setting(strength=4.0, weights={"zecon": 16000.0}),
+    "strength 6, ZeCon 8000": Setting(strength=6.0, weights={"zecon": 8000.0}),
     "full mode, strength 2": Setting(mode="full", strength=2.0),
     "strength 10, layers 0,1,3": Setting(strength=10.0, layers="0,1,3"),
     "layers 0": Setting(layers="0"),
@@ -300,7 +304,10 @@ def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None)
         results.append(SettingResult(name, metrics, seconds / pictures))
     order = [n for n in SETTINGS if n in by_name]
     results.sort(key=lambda r: order.index(r.name))
-    combined = {**first, "command": [r["command"] for r in runs], "machine": [r["machine"] for r in runs],
+    def flat(key):
+        return [v for r in runs for v in (r[key] if isinstance(r[key], list) else [r[key]])]
+
+    combined = {**first, "command": flat("command"), "machine": flat("machine"),
                 "seeds": seeds, "settings": {k: v for r in runs for k, v in r["settings"].items()},
                 "results": [r.to_json() for r in results]}
     md = table(results, baseline=reference)

@@ -16,7 +16,7 @@ both). What it does:
    With ``--tiny``: the miniature world's committed models instead
    (``bench/world/weights``: a 32-px ADM UNet and a small CLIP trained on the
    world's pictures, checked against their manifest), and a picture of that
-   world ("a dots blue square") restyled to "a stripes blue square"
+   world ("a stripes blue square") restyled to "a stripes red square"
    (``bench/world/demo.py``);
 2. starts ComfyUI (the tree setup_env.sh unpacked) with this pack linked into a
    throw-away ``custom_nodes`` folder (tests/comfy/harness.py), on 127.0.0.1;

@@ -57,18 +57,18 @@ def test_patch_workflow_tiny(path):
             assert inputs["seed"] == 7
     styles = [n["inputs"] for n in p.values() if n["class_type"] in ("ZeconStyleTransfer", "ZeconStylePrompt")]
     assert styles[0]["target_prompt"] == "a checker red square"
-    assert styles[0]["source_prompt"] == "a dots blue square"
+    assert styles[0]["source_prompt"] == "a stripes blue square"
 
 
 def test_tiny_prompt_takes_world_captions_only():
-    assert demo.world.target_scene("a stripes blue square") == demo.world.restyle(demo.world.SOURCE,
-                                                                                  texture="stripes")
-    for bad in ("a watercolor painting", "a stripes blue circle", "a stripes teal square"):
+    assert demo.world.target_scene("a dots blue square") == demo.world.restyle(demo.world.SOURCE, texture="dots")
+    assert demo.world.target_scene("A stripes red square") == demo.world.restyle(demo.world.SOURCE, colour="red")
+    for bad in ("a watercolor painting", "a dots blue circle", "a dots teal square"):
         with pytest.raises(ValueError, match="square|know captions"):
             demo.world.target_scene(bad)
     default = demo.patch_workflow(json.loads(demo.DEFAULT_WORKFLOW.read_text()), image_name="in.png", tiny=True)
     node = next(n["inputs"] for n in default.values() if n["class_type"] == "ZeconStyleTransfer")
-    assert node["target_prompt"] == demo.world.TARGET_CAPTION == "a stripes blue square"
+    assert node["target_prompt"] == demo.world.TARGET_CAPTION == "a stripes red square"
 
 
 @pytest.mark.parametrize("args, message", [(["--prompt", "a mosaic"], "--prompt: the miniature world"),
@@ -149,12 +149,12 @@ def test_make_demo_tiny_end_to_end(tmp_path):
     sheet = out / "world_demo.png"
     assert r.stdout.strip() == str(sheet.resolve())
     assert f"result: {sheet.resolve()}" in r.stderr and "miniature world" in r.stderr
-    assert 'grader sees "a stripes blue square" (target "a stripes blue square": reached)' in r.stderr
+    assert 'grader sees "a stripes red square" (target "a stripes red square": reached)' in r.stderr
     for name in ("world_source.png", "world_result.png", "world_ground_truth.png"):
         im = Image.open(out / name)
         assert im.size == (256, 256) and "miniature world" in im.text["zecon_note"]
     result = demo.world.from_pil(Image.open(out / "world_result.png").resize((32, 32), Image.NEAREST))
-    verdict = demo.world.grade(result, demo.world.SOURCE, demo.world.target_scene("a stripes blue square"))
+    verdict = demo.world.grade(result, demo.world.SOURCE, demo.world.target_scene("a stripes red square"))
     assert verdict.reached and verdict.iou >= 0.5, verdict.line()
     source = demo.world.from_pil(Image.open(out / "world_source.png").resize((32, 32), Image.NEAREST))
     assert (result - source).abs().mean() > 0.05                       # restyled, not the source back

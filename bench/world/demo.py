@@ -21,8 +21,8 @@ from bench.world.figures import to_pil
 from bench.world.world import COLOURS, SHAPES, TEXTURES, Scene, caption, object_mask, render, restyle, segment
 from bench.world.world import iou as mask_iou
 
-SOURCE = Scene("square", "dots", "blue", 0.5, 0.5, 0.6, 0.7)
-TARGET_CAPTION = "a stripes blue square"
+SOURCE = Scene("square", "stripes", "blue", 0.5, 0.5, 0.6, 0.7)
+TARGET_CAPTION = "a stripes red square"
 SIZE = 32
 VIEW_SCALE = 8                      # the saved pictures are shown 8x larger (nearest neighbour)
 UNET_FILE, CLIP_FILE = manifest.UNET.name, manifest.CLIP.name
