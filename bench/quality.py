@@ -51,6 +51,7 @@ SECTION = "## Quality (miniature world)"
 GATE_IOU_TEXT = f"{GATE_IOU}"
 BASELINE = "CLIP, ZeCon 0"
 DEFAULTS = "defaults (ZeCon 500)"
+GRID_COLUMNS = ("no guidance", BASELINE, DEFAULTS, "ZeCon 2000", "CLIP, ZeCon 0, DDIM sampler", "defaults, DDIM sampler")
 
 
 @dataclass
@@ -210,12 +211,16 @@ def section(results: list[SettingResult], n_sources: int, n_seeds: int, command:
 
 Written by `{command}` (raw per-picture results: `bench/results/quality/pixel.json`).
 Pixel backbone, the pack's own `encode_style` -> `invert` (respacing {respacing}, skip {skip}) -> `sample_guided`
-on the committed miniature models (`bench/world/weights/`: ADM UNet 32 px, tiny open_clip CLIP),
-scored by the grader (a CNN that never guides) against the ground truth of the world
-(`bench/world/world.py`). {n_sources} sources (alternately a texture and a colour change) x {n_seeds}
+on the committed miniature models (`bench/world/weights/`: the ADM UNet at 32 px, 2.7 M parameters, trained
+by `python -m bench.world.train_unet --steps 1500 --batch 32 --t-max 520 --ema 0.995` in 31 min on one idle
+core; the tiny open_clip CLIP), scored by the grader (a CNN that never guides) against the ground truth of
+the world (`bench/world/world.py`). {n_sources} sources (alternately a texture and a colour change) x {n_seeds}
 seeds. Loss weights: the paper's (`GuidanceConfig()`), VGG 0 (the world has no trained VGG), not
-normalised for resolution (`normalise_resolution=False`, the original's convention; at 32 px they
-act 64x more per pixel than at 256 px). Machine: {machine()}.
+normalised for resolution (`normalise_resolution=False`, the original's convention; at 32 px they act 64x
+more per pixel than at 256 px) except in the two "normalised" rows. Sampling as the original: DDPM
+sampler, the source re-noised with the inverted latent as the noise ("renoise"), except where a row says
+"DDIM start" (the inverted latent itself) or "DDIM sampler" (eta 0, from the inverted latent). Machine:
+{machine()}; seconds per picture are wall time with two benchmark processes on the two cores.
 
 * **target reached**: the grader names the target texture / colour *and* the object's geometry
   held (IoU >= {GATE_IOU_TEXT}); **kept**: shape and the other attribute as in the source (same gate);
@@ -278,7 +283,7 @@ def main(argv=None):
             "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
             "results": [r.to_json() for r in results]}, indent=1) + "\n")
         figures.tradeoff_plot(results, PLOT)
-        figures.grid(edits, results, GRID)
+        figures.grid(edits, results, GRID, columns=GRID_COLUMNS)
         write_section(section(results, args.sources, args.seeds, command, args.respacing, args.skip))
         print(f"wrote {RESULTS_JSON}, {PLOT}, {GRID}, {RESULTS_MD}")
 

@@ -88,6 +88,8 @@ SETTINGS = {
     "prompt only, zecon=2000": Setting(clip=False, weights={"zecon": 2000.0}),
     "prompt only, zecon=8000": Setting(clip=False, weights={"zecon": 8000.0}),
     "prompt only, full mode": Setting(clip=False, mode="full"),
+    "prompt only, strength 4": Setting(clip=False, strength=4.0),
+    "prompt only, strength 4, zecon=8000": Setting(clip=False, strength=4.0, weights={"zecon": 8000.0}),
     "prompt only, strength 10": Setting(clip=False, strength=10.0),
     "prompt only, strength 30": Setting(clip=False, strength=30.0),
     "prompt only, strength 100": Setting(clip=False, strength=100.0),
