@@ -65,6 +65,10 @@ class SettingResult:
     def mean(self, metric: str) -> float:
         return finite_mean(self.metrics[metric])
 
+    def minus(self, other: "SettingResult", metric: str) -> float:
+        """The paired mean difference of ``metric`` to ``other`` (same sources and seeds)."""
+        return paired_interval(self.metrics[metric], other.metrics[metric])[0]
+
     def to_json(self) -> dict:
         return {"name": self.name, "seconds_per_image": self.seconds_per_image,
                 "metrics": {k: v.tolist() for k, v in self.metrics.items()}}

@@ -37,6 +37,7 @@ def test_table_reports_differences_to_the_baseline():
     rows = md.strip().splitlines()
     assert rows[2].startswith("| CLIP, ZeCon 0 | 0.50 |") and "| – |" in rows[2]
     assert rows[3].startswith("| defaults (ZeCon 500) | 0.75 |") and "+0.25 [+0.25, +0.25]" in rows[3]
+    assert other.minus(base, "iou") == pytest.approx(0.25) and base.minus(other, "success") == pytest.approx(-0.25)
 
 
 def test_latent_merge_stacks_the_seeds_of_a_setting(tmp_path):

@@ -46,10 +46,8 @@ def results():
 
 
 def test_zecon_keeps_the_geometry_under_strong_clip_guidance(results):
-    from bench.world.metrics import paired_interval
     d, ref = results[ZECON], results[NO_ZECON]
-    iou, _, _ = paired_interval(d.metrics["iou"], ref.metrics["iou"])
-    shape, _, _ = paired_interval(d.metrics["shape_kept"], ref.metrics["shape_kept"])
+    iou, shape = d.minus(ref, "iou"), d.minus(ref, "shape_kept")
     print(f"ΔIoU {iou:+.3f}, Δshape kept {shape:+.3f}, target {d.mean('target'):.3f} vs {ref.mean('target'):.3f}")
     assert iou >= IOU_FLOOR, f"ΔIoU ZeCon 500 - ZeCon 0 = {iou:+.3f}"
     assert shape >= SHAPE_FLOOR, f"Δshape kept = {shape:+.3f}"
