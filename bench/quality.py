@@ -117,7 +117,9 @@ def pixel_settings() -> list[PixelSetting]:
             PixelSetting("defaults, DDIM sampler", paper, sampler="ddim"),
             PixelSetting("CLIP, ZeCon 0, DDIM sampler", paper.replace(zecon=0.0), sampler="ddim"),
             PixelSetting("normalised for resolution", normalised),
-            PixelSetting("normalised, ZeCon 0", normalised.replace(zecon=0.0))]
+            PixelSetting("normalised, ZeCon 0", normalised.replace(zecon=0.0)),
+            PixelSetting("normalised, DDIM sampler", normalised, sampler="ddim"),
+            PixelSetting("normalised, ZeCon 0, DDIM sampler", normalised.replace(zecon=0.0), sampler="ddim")]
 
 
 class PixelWorld:
@@ -221,10 +223,11 @@ core; the tiny open_clip CLIP), scored by the grader (a CNN that never guides) a
 the world (`bench/world/world.py`). {n_sources} sources (alternately a texture and a colour change) x {n_seeds}
 seeds. Loss weights: the paper's (`GuidanceConfig()`), VGG 0 (the world has no trained VGG), not
 normalised for resolution (`normalise_resolution=False`, the original's convention; at 32 px they act 64x
-more per pixel than at 256 px) except in the two "normalised" rows. Sampling as the original: DDPM
+more per pixel than at 256 px) except in the rows named "normalised" (`normalise_resolution=True`). Sampling as the original: DDPM
 sampler, the source re-noised with the inverted latent as the noise ("renoise"), except where a row says
 "DDIM start" (the inverted latent itself) or "DDIM sampler" (eta 0, from the inverted latent). Machine:
-{machine()}; seconds per picture are wall time with two benchmark processes on the two cores.
+{machine()}; seconds per picture are wall time of runs that shared the two cores with 1–2 other
+benchmark processes (load about 3), not a speed figure.
 
 * **target reached**: the grader names the target texture / colour *and* the object's geometry
   held (IoU >= {GATE_IOU_TEXT}); **kept**: shape and the other attribute as in the source (same gate);

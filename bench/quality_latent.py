@@ -96,6 +96,11 @@ SETTINGS = {
     "prompt only, strength 30, zecon=0": Setting(clip=False, strength=30.0, weights={"zecon": 0.0}),
 }
 REFERENCE = "CLIP, ZeCon 0"
+#: The settings the trade-off plot shows (all of them do not fit one legend).
+PLOTTED = ("ceiling: VAE round trip of the ground truth", "no guidance", "CLIP, ZeCon 0", "defaults (ZeCon 500)",
+           "ZeCon 8000", "defaults, full mode", "strength 2", "strength 4", "strength 4, ZeCon 8000", "strength 10",
+           "strength 10, ZeCon 0", "strength 10, ZeCon 8000", "layers 0", "prompt only (defaults)",
+           "prompt only, zecon=8000", "prompt only, strength 30")
 DEFAULTS = "defaults (ZeCon 500)"
 
 
@@ -319,7 +324,8 @@ def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None)
     (out / "latent_table.md").write_text(md)
     if plot:
         from bench.world.figures import tradeoff_plot
-        tradeoff_plot(results, Path(plot), title="Style reached vs content kept (latent guider, miniature world)")
+        tradeoff_plot([r for r in results if r.name in PLOTTED], Path(plot), sweep_line=False,
+                      title="Style reached vs content kept (latent guider, miniature world)")
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ def _zecon_weight(name: str) -> float | None:
 
 
 def tradeoff_plot(results, path: Path, x_metric: str = "iou", y_metric: str = "target",
-                  title: str = "Style reached vs content kept (pixel backbone, miniature world)") -> None:
+                  title: str = "Style reached vs content kept (pixel backbone, miniature world)",
+                  sweep_line: bool = True) -> None:
     """One point per setting (mean over sources x seeds); the ZeCon-weight sweep joined as a curve."""
-    w, h, left, right, top, bottom = 760, 560, 70, 230, 50, 60
+    w, h, left, right, top, bottom = 860, 560, 70, 330, 50, 60
     img = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(img)
     pw, ph = w - left - right, h - top - bottom
@@ -60,17 +61,19 @@ def tradeoff_plot(results, path: Path, x_metric: str = "iou", y_metric: str = "t
     img.paste(label.rotate(90, expand=True), (8, top))
     sweep = sorted(((_zecon_weight(r.name), r) for r in results if _zecon_weight(r.name) is not None),
                    key=lambda p: p[0])
-    if len(sweep) > 1:
+    if sweep_line and len(sweep) > 1:
         d.line([xy(r.mean(x_metric), r.mean(y_metric)) for _, r in sweep], fill="#888888", width=2)
-    for k, r in enumerate(results):
+    for k, r in enumerate(results):     # numbered: the colours repeat after len(COLOURS) settings
         colour = COLOURS[k % len(COLOURS)]
         x, y = xy(r.mean(x_metric), r.mean(y_metric))
         d.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour, outline="black")
+        d.text((x + 6, y - 14), str(k + 1), fill=colour, font=_font(11))
         ly = top + 10 + 22 * k
         d.ellipse([left + pw + 15, ly, left + pw + 25, ly + 10], fill=colour, outline="black")
-        d.text((left + pw + 32, ly - 2), r.name, fill="black", font=_font(12))
-    d.text((left + pw + 15, top + 12 + 22 * len(results)), "grey line: ZeCon weight sweep", fill="#555555",
-           font=_font(11))
+        d.text((left + pw + 32, ly - 2), f"{k + 1}. {r.name}", fill="black", font=_font(12))
+    if sweep_line:
+        d.text((left + pw + 15, top + 12 + 22 * len(results)), "grey line: ZeCon weight sweep", fill="#555555",
+               font=_font(11))
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
 
