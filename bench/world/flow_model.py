@@ -15,9 +15,11 @@ The flow sibling of ``bench.world.latent_model`` (same helpers, file format and 
   so CLIPTextEncode's CONDITIONING of that encoder drives it with no projection in between.
 * the text encoder is the latent model's ``latent_clip`` (``latent_model.load_clip``).
 
-ComfyUI 0.3.75 would detect this MMDiT from a diffusion-model file by itself (its widths are read from the
-weights), but the file carries its config in the metadata (``latent_model.CONFIG_KEY``) as the other parts do
-and the test pack's ``ZeconTestWorldFlow`` node builds MODEL, CLIP and VAE from the files with these classes.
+ComfyUI 0.3.75's own diffusion-model loader (UNETLoader's ``comfy.sd.load_diffusion_model``) detects the
+``flow_dit`` file as SD3 from its weights (MMDiT reads every width from them; tested), but the file also carries
+its config in the metadata (``latent_model.CONFIG_KEY``) as the other parts do, and the test pack's
+``ZeconTestWorldFlow`` node builds MODEL, CLIP and VAE from the files with these classes (the SD1.5-type CLIP
+and the toy KL VAE have no stock loader at these widths).
 """
 from __future__ import annotations
 

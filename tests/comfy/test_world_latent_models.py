@@ -238,3 +238,21 @@ def test_test_pack_node_loads_the_flow_world(pack):
     assert isinstance(model.model.model_config, comfy.supported_models.SD3)
     assert vae.latent_channels == fm.LATENT_CHANNELS
     assert clip.tokenize("a dots red circle")
+
+
+def test_stock_unet_loader_detects_the_flow_dit_as_sd3(flow_parts):
+    """ComfyUI's own diffusion-model loader (UNETLoader's code path) detects the MMDiT file's config from its
+    weights: SD3, and the same outputs as the model built from the file's metadata."""
+    import comfy.sd
+    import comfy.supported_models
+    detected = comfy.sd.load_diffusion_model(str(fm.weights_path("flow_dit")))
+    assert type(detected.model.model_config) is comfy.supported_models.SD3
+    model = flow_parts[0]
+    g = torch.Generator().manual_seed(3)
+    x, cond, pooled = (torch.randn(2, 16, 8, 8, generator=g), torch.randn(2, 77, 64, generator=g),
+                       torch.randn(2, 64, generator=g))
+    sigma = torch.tensor([0.5, 0.8])
+    with torch.inference_mode():
+        a = detected.model.apply_model(x, sigma, c_crossattn=cond, y=pooled).float()
+        b = model.model.apply_model(x, sigma, c_crossattn=cond, y=pooled).float()
+    assert torch.allclose(a, b, atol=1e-4)
