@@ -1,4 +1,5 @@
-"""Train the miniature latent model (``bench.world.latent_model``) on the world, on one CPU thread.
+"""Train the miniature latent models (``bench.world.latent_model``, ``bench.world.flow_model``) on the world,
+on one CPU thread.
 
     python -m bench.world.train_latent vae    # KL VAE (8 min)
     python -m bench.world.train_latent clip   # the frozen seeded text encoder (seconds)
@@ -7,8 +8,9 @@
     python -m bench.world.train_latent flow_vae  # 16-channel KL VAE for the flow model, warm-started from vae (4 min)
     python -m bench.world.train_latent flow      # SD3-config MMDiT (rectified flow) on its latents (7 min)
 
-(times on one thread of a 2-core machine at load average 5-14.) Every stage is seeded (``--seed``) and pins
-the thread count, so a rerun should give the same file (not re-run to check here); the weights go to
+(times on one thread of a 2-core machine at load average 5-14; the flow stages at about 3.) Every stage is seeded (``--seed``) and pins
+the thread count, so a rerun should give the same file (checked for flow_vae and flow: rerun into another
+--out, same SHA256; the SD stages were not re-run); the weights go to
 ``bench/world/weights/`` (``--out`` elsewhere) as fp16 safetensors, recorded in its manifest.json.
 """
 from __future__ import annotations
@@ -94,7 +96,7 @@ def warm_start_(module, folder, file: str) -> int:
     """Copy every tensor of the trained ``file`` whose name and shape ``module`` shares; their count."""
     path = Path(folder) / file
     if not path.exists():
-        return 0
+        raise FileNotFoundError(f"{path}: the warm start needs it (train that stage first, or copy it to --out)")
     sd, _ = lm.read(path)
     own = module.state_dict()
     same = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
