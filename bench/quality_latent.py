@@ -2,6 +2,7 @@
 
     python -m bench.quality_latent [--sources 24] [--seeds 0,1,2] [--settings all|NAME;NAME...] [--out DIR] [--grid PNG]
     python -m bench.quality_latent --merge DIR1/latent.json DIR2/latent.json ... --out DIR --plot PNG
+    python -m bench.quality_latent --world flow ...   # the same on the miniature flow model (flow.json)
 
 The edits are bench.quality's (``bench.world.metrics.make_edits``: alternately a texture and a colour
 change of a world picture, the shape kept, with its ground truth), scored by ``bench.world.metrics.score``
@@ -14,6 +15,10 @@ SamplerCustomAdvanced (euler, DisableNoise) -> VAE Decode. The ComfyUI nodes' ow
 Loss weights: GuidanceConfig(vgg=0) (the guider's defaults: the paper's weights, VGG off) with the
 latent guider's N / N_REF scale; ``SETTINGS`` change one thing each. Differences to the reference
 setting (ZeCon weight 0) are paired over sources with bootstrap intervals (``bench.quality.table``).
+
+``--world flow``: the same benchmark on the miniature rectified-flow model (``bench.world.flow_model``: ComfyUI's
+SD3 config class, an MMDiT, its 16-channel KL VAE; CONDITIONING with the pooled output SD3 needs); results in
+``flow.json`` / ``flow_table.md`` instead of ``latent.json`` / ``latent_table.md``.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "comfy"))
 
+from bench.world import flow_model as fm                                  # noqa: E402
 from bench.world import latent_model as lm                                # noqa: E402
 from bench.world.metrics import METRICS, make_edits                       # noqa: E402
 from bench.world.world import render                                      # noqa: E402
@@ -117,22 +123,28 @@ class Run:
 
 # ------------------------------------------------------------------ the world's models
 class World:
-    """ComfyUI (in-process), the pack, the miniature latent model, the world CLIP and the grader."""
+    """ComfyUI (in-process), the pack, the miniature latent model (``flow``: the flow model), the world CLIP
+    and the grader."""
 
-    def __init__(self, weights=None, clip_path=None):
+    def __init__(self, weights=None, clip_path=None, flow: bool = False):
         import comfy_inprocess
         import tempfile
         self.pack = comfy_inprocess.load(Path(tempfile.mkdtemp(prefix="zecon_quality_latent_")))
         import folder_paths
         from bench.world import manifest
         folder = Path(weights or lm.WEIGHTS)
-        if (folder / lm.FILES["taesd_decoder"]).exists():
+        self.flow = flow
+        if not flow and (folder / lm.FILES["taesd_decoder"]).exists():
             approx = Path(tempfile.mkdtemp(prefix="vae_approx_"))
             (approx / "taesd_decoder_world.safetensors").symlink_to(folder / lm.FILES["taesd_decoder"])
             folder_paths.add_model_folder_path("vae_approx", str(approx), is_default=True)
-        self.model = lm.load_model(folder / lm.FILES["unet"])
+        if flow:
+            self.model = fm.load_model(folder / fm.FILES["flow_dit"])
+            self.vae = fm.load_vae(folder / fm.FILES["flow_vae"])
+        else:
+            self.model = lm.load_model(folder / lm.FILES["unet"])
+            self.vae = lm.load_vae(folder / lm.FILES["vae"])
         self.text = lm.load_clip(folder / lm.FILES["clip"])
-        self.vae = lm.load_vae(folder / lm.FILES["vae"])
         self.clip_path = clip_path or manifest.CLIP
         self._conds: dict = {}
 
@@ -151,7 +163,8 @@ class World:
         """CONDITIONING of a batch of prompts (CLIPTextEncode per prompt, concatenated)."""
         key = tuple(texts)
         if key not in self._conds:
-            self._conds[key] = [[lm.encode_captions(self.text, texts), {}]]
+            self._conds[key] = (fm.conditioning(self.text, texts) if self.flow
+                                else [[lm.encode_captions(self.text, texts), {}]])
         return self._conds[key]
 
     def encode(self, pictures: torch.Tensor) -> torch.Tensor:
@@ -237,6 +250,8 @@ def main(argv=None):
     parser.add_argument("--settings", default="all", help="names of SETTINGS separated by ';', or all")
     parser.add_argument("--reference", default=REFERENCE)
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "quality"))
+    parser.add_argument("--world", choices=("sd", "flow"), default="sd",
+                        help="sd: the SD1.5-config latent model (latent.json); flow: the SD3-config MMDiT (flow.json)")
     for f in dataclasses.fields(Run):
         parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(f.default), default=f.default)
     parser.add_argument("--threads", type=int, default=1)
@@ -246,7 +261,7 @@ def main(argv=None):
                         help="only combine the latent.json files of runs split over processes into --out")
     args = parser.parse_args(argv)
     if args.merge:
-        return merge(args.merge, Path(args.out), args.reference, args.plot)
+        return merge(args.merge, Path(args.out), args.reference, args.plot, args.world)
     torch.set_num_threads(args.threads)
     run = Run(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Run)})
     names = list(SETTINGS) if args.settings == "all" else [s.strip() for s in args.settings.split(";")]
@@ -255,27 +270,28 @@ def main(argv=None):
         raise SystemExit(f"--settings: unknown {unknown}; known: {list(SETTINGS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
     from bench.quality import machine, table
-    world = World()
+    world = World(flow=args.world == "flow")
     edits = make_edits(args.sources, EDIT_SEED)
     results = evaluate(world, names, edits, seeds, run)
     md = table(results, baseline=args.reference)
     print(md)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latent.json").write_text(json.dumps({
+    stem = "flow" if args.world == "flow" else "latent"
+    (out / f"{stem}.json").write_text(json.dumps({
         "command": "python -m bench.quality_latent " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "run": dataclasses.asdict(run), "sources": args.sources, "seeds": seeds,
         "settings": {n: dataclasses.asdict(SETTINGS[n]) for n in names},
         "edits": [{"source": e.source_caption, "target": e.target_caption, "task": e.task} for e in edits],
         "results": [r.to_json() for r in results]}, indent=1) + "\n")
-    (out / "latent_table.md").write_text(md)
+    (out / f"{stem}_table.md").write_text(md)
     if args.grid:
         from bench.world.figures import grid
         grid(edits, results, Path(args.grid), columns=names)
 
 
-def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None) -> None:
-    """One latent.json and table of several runs (same edits and run settings).
+def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None, world: str = "sd") -> None:
+    """One latent.json (``world`` flow: flow.json) and table of several runs (same edits and run settings).
 
     Runs may hold different settings, or the same setting with other seeds: a setting's seeds are
     stacked (metrics [seeds, sources], time per picture averaged over all its pictures). Every
@@ -320,8 +336,9 @@ def merge(paths, out: Path, reference: str = REFERENCE, plot: str | None = None)
     md = table(results, baseline=reference)
     print(md)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latent.json").write_text(json.dumps(combined, indent=1) + "\n")
-    (out / "latent_table.md").write_text(md)
+    stem = "flow" if world == "flow" else "latent"
+    (out / f"{stem}.json").write_text(json.dumps(combined, indent=1) + "\n")
+    (out / f"{stem}_table.md").write_text(md)
     if plot:
         from bench.world.figures import tradeoff_plot
         tradeoff_plot([r for r in results if r.name in PLOTTED], Path(plot), sweep_line=False,

@@ -63,3 +63,12 @@ def test_latent_merge_refuses_a_guided_setting_missing_a_seed_and_other_edits(tm
     c = _run(tmp_path / "c.json", [2], [_result("strength 4", [2], 0.5)], edits="other")
     with pytest.raises(SystemExit, match="differ in edits"):
         q.merge([a, c], tmp_path / "out")
+
+
+def test_flow_world_merge_writes_flow_json_and_leaves_latent_json_alone(tmp_path):
+    from bench import quality_latent as q
+
+    a = _run(tmp_path / "a.json", [0], [_result("defaults (ZeCon 500)", [0], 0.5)])
+    q.merge([a], tmp_path / "out", world="flow")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["flow.json", "flow_table.md"]
+    assert json.loads((tmp_path / "out" / "flow.json").read_text())["seeds"] == [0]

@@ -165,13 +165,18 @@ def load_vae(path=None):
     """VAE: ``comfy.sd.VAE`` built from the KL file and its config (``config=`` path of VAE.__init__)."""
     import comfy.sd
     sd, config = read(path or weights_path("vae"))
-    return comfy.sd.VAE(sd=sd, config={"params": config or VAE_PARAMS})
+    config = config or VAE_PARAMS
+    vae = comfy.sd.VAE(sd=sd, config={"params": config})
+    vae.latent_channels = config["embed_dim"]      # the config= path leaves SD's 4 (bench/world/flow_model: 16)
+    return vae
 
 
-def encode_captions(clip, texts) -> torch.Tensor:
-    """CLIPTextEncode's cond for each text: [len(texts), 77, 64]."""
-    out = []
+def encode_captions(clip, texts, pooled: bool = False):
+    """CLIPTextEncode's cond for each text: [len(texts), 77, 64]; with ``pooled`` also its
+    ``pooled_output`` (the projected end-of-text feature, [len(texts), 64]) as a second tensor."""
+    out, pools = [], []
     for text in texts:
-        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))[0][0]
+        cond, extras = clip.encode_from_tokens_scheduled(clip.tokenize(text))[0]
         out.append(cond)
-    return torch.cat(out)
+        pools.append(extras["pooled_output"])
+    return (torch.cat(out), torch.cat(pools)) if pooled else torch.cat(out)

@@ -1,24 +1,31 @@
-"""Train the miniature latent model (``bench.world.latent_model``) on the world, on one CPU thread.
+"""Train the miniature latent models (``bench.world.latent_model``, ``bench.world.flow_model``) on the world,
+on one CPU thread.
 
     python -m bench.world.train_latent vae    # KL VAE (8 min)
     python -m bench.world.train_latent clip   # the frozen seeded text encoder (seconds)
     python -m bench.world.train_latent unet   # SD15-config UNet on the VAE's latents (30 min)
     python -m bench.world.train_latent taesd  # TAESD decoder + encoder on the VAE's latents (25 min)
+    python -m bench.world.train_latent flow_vae  # 16-channel KL VAE for the flow model, warm-started from vae (4 min)
+    python -m bench.world.train_latent flow      # SD3-config MMDiT (rectified flow) on its latents (7 min)
 
-(times on one thread of a 2-core machine at load average 5-14.) Every stage is seeded (``--seed``) and pins
-the thread count, so a rerun should give the same file (not re-run to check here); the weights go to
+(times on one thread of a 2-core machine at load average 5-14; the flow stages at about 3.) Every stage is seeded (``--seed``) and pins
+the thread count, so a rerun should give the same file (checked for flow_vae and flow: rerun into another
+--out, same SHA256; the SD stages were not re-run); the weights go to
 ``bench/world/weights/`` (``--out`` elsewhere) as fp16 safetensors, recorded in its manifest.json.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from bench.world import flow_model as fm
 from bench.world import latent_model as lm
 from bench.world import manifest
 from bench.world.world import caption, render, sample_scenes
@@ -52,27 +59,55 @@ def kl_moments(vae, x):
     return mean, logvar.clamp(-30, 20)
 
 
-def rescale_latents_(vae, x: torch.Tensor) -> dict:
+def rescale_latents_(vae, x: torch.Tensor, scale: float = lm.SCALE_FACTOR, shift: float = 0.0) -> dict:
     """Fold a per-channel shift m and one scale k into quant_conv / post_quant_conv so the latent means
-    of ``x`` have mean 0 and std 1 / SCALE_FACTOR (SD1.5 latents are about unit variance after the scale).
-    The decoder sees the same input: post_quant_conv(k (z - m)) with weights W / k and bias b + W m."""
+    of ``x`` have mean ``shift`` and std 1 / ``scale`` (the family's latent format (z - shift) * scale then
+    makes them about unit variance, as for the real VAEs). The decoder sees the same input:
+    z' = k (z - m) + shift, post_quant_conv(z') with weights W / k and bias b + W (m - shift / k)."""
     with torch.no_grad():
         mean, _ = kl_moments(vae, x)
         m = mean.mean(dim=(0, 2, 3))
-        k = (1 / lm.SCALE_FACTOR) / float((mean - m.view(1, -1, 1, 1)).std())
+        k = (1 / scale) / float((mean - m.view(1, -1, 1, 1)).std())
         q, p = vae.quant_conv, vae.post_quant_conv
         c = m.numel()
         q.weight[:c] *= k
-        q.bias[:c] = (q.bias[:c] - m) * k
+        q.bias[:c] = (q.bias[:c] - m) * k + shift
         q.bias[c:] += 2 * math.log(k)
         w = p.weight.clone()                     # [out, in, 1, 1]
-        p.bias += (w[:, :, 0, 0] @ m)
+        p.bias += (w[:, :, 0, 0] @ (m - shift / k))
         p.weight.copy_(w / k)
     return {"shift": m.tolist(), "scale": k}
 
 
-def train_vae(args) -> dict:
-    vae = lm.fill_random_(lm.vae_module(), args.seed)
+@dataclass(frozen=True)
+class Space:
+    """A latent model's VAE: its parameters, file and the family's latent format (model = (z - shift) * scale)."""
+    params: dict
+    file: str
+    scale: float
+    shift: float = 0.0
+
+
+SD = Space(lm.VAE_PARAMS, lm.FILES["vae"], lm.SCALE_FACTOR)
+FLOW = Space(fm.VAE_PARAMS, fm.FILES["flow_vae"], fm.SCALE_FACTOR, fm.SHIFT_FACTOR)
+
+
+def warm_start_(module, folder, file: str) -> int:
+    """Copy every tensor of the trained ``file`` whose name and shape ``module`` shares; their count."""
+    path = Path(folder) / file
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the warm start needs it (train that stage first, or copy it to --out)")
+    sd, _ = lm.read(path)
+    own = module.state_dict()
+    same = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    module.load_state_dict(same, strict=False)
+    return len(same)
+
+
+def train_vae(args, space: Space = SD) -> dict:
+    vae = lm.fill_random_(lm.vae_module(space.params), args.seed)
+    if space is not SD:      # the SD VAE's trunk (same widths; only the 4 <-> 16 channel ends differ)
+        log(f"warm start: {warm_start_(vae, args.out, SD.file)} tensors of {SD.file}")
     opt = torch.optim.Adam(vae.parameters(), lr=args.lr)
     g = torch.Generator().manual_seed(args.seed)
     for step in range(args.steps):
@@ -89,13 +124,13 @@ def train_vae(args) -> dict:
         if step % 25 == 0 or step == args.steps - 1:
             log(f"vae step {step} loss {loss.item():.4f} kl {kl.item():.3f} psnr(sampled) {psnr(rec.detach(), x):.2f}")
     _, held = pictures(256, DATA_SEED - 1)
-    stats = rescale_latents_(vae, held)
+    stats = rescale_latents_(vae, held, space.scale, space.shift)
     with torch.no_grad():
         mean, _ = kl_moments(vae, held)
         rec = vae.decoder(vae.post_quant_conv(mean))
     stats["held_out_psnr"] = psnr(rec, held)
     log(f"vae held-out psnr {stats['held_out_psnr']:.2f} dB, latent rescale {stats}")
-    lm.save(vae.state_dict(), Path(args.out) / lm.FILES["vae"], lm.VAE_PARAMS)
+    lm.save(vae.state_dict(), Path(args.out) / space.file, space.params)
     return stats
 
 
@@ -108,20 +143,20 @@ def model_latents(vae, x: torch.Tensor, g: torch.Generator | None = None) -> tor
     return z * lm.SCALE_FACTOR
 
 
-def world_latents(vae, n: int, seed: int, chunk: int = 128):
-    """(scenes, pictures, mean latents, posterior std) of ``n`` world pictures (model space)."""
+def world_latents(vae, n: int, seed: int, chunk: int = 128, space: Space = SD):
+    """(scenes, pictures, mean latents, posterior std) of ``n`` world pictures (model space of ``space``)."""
     scenes, x = pictures(n, seed)
     means, stds = [], []
     with torch.no_grad():
         for i in range(0, n, chunk):
             mean, logvar = kl_moments(vae, x[i:i + chunk])
-            means.append(mean * lm.SCALE_FACTOR)
-            stds.append(torch.exp(0.5 * logvar) * lm.SCALE_FACTOR)
+            means.append((mean - space.shift) * space.scale)
+            stds.append(torch.exp(0.5 * logvar) * space.scale)
     return scenes, x, torch.cat(means), torch.cat(stds)
 
 
-def load_vae_module(folder):
-    sd, config = lm.read(Path(folder) / lm.FILES["vae"])
+def load_vae_module(folder, file: str = lm.FILES["vae"]):
+    sd, config = lm.read(Path(folder) / file)
     vae = lm.vae_module(config)
     vae.load_state_dict(sd)
     return vae.requires_grad_(False)
@@ -135,13 +170,26 @@ def write_clip(args) -> dict:
     return {}
 
 
-def caption_table(clip_path) -> tuple[dict, torch.Tensor]:
-    """{caption: cond [77, 64]} for every caption of the world, and the empty prompt's cond."""
+def caption_table(clip_path, pooled: bool = False) -> tuple[dict, torch.Tensor]:
+    """{caption: cond [77, 64]} for every caption of the world, and the empty prompt's cond; with
+    ``pooled`` each entry is (cond, pooled_output [64])."""
     from bench.world.world import COLOURS, SHAPES, TEXTURES
     clip = lm.load_clip(clip_path)
     texts = [f"a {t} {c} {s}" for t in TEXTURES for c in COLOURS for s in SHAPES]
-    conds = lm.encode_captions(clip, texts + [""])
-    return dict(zip(texts, conds[:-1])), conds[-1]
+    if not pooled:
+        conds = lm.encode_captions(clip, texts + [""])
+        return dict(zip(texts, conds[:-1])), conds[-1]
+    conds, pools = lm.encode_captions(clip, texts + [""], pooled=True)
+    entries = list(zip(conds, pools))
+    return dict(zip(texts, entries[:-1])), entries[-1]
+
+
+def ema_update_(ema: dict, module, step: int, decay: float) -> None:
+    """EMA of ``module``'s weights with warm-up (decay min(decay, (1 + step) / (10 + step)))."""
+    with torch.no_grad():
+        d = min(decay, (1 + step) / (10 + step))
+        for k, v in module.state_dict().items():
+            ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
 
 
 # ------------------------------------------------------------------ UNet
@@ -182,10 +230,7 @@ def train_unet(args) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():
-            d = min(args.ema, (1 + step) / (10 + step))
-            for k, v in unet.state_dict().items():
-                ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+        ema_update_(ema, unet, step, args.ema)
         if step % 50 == 0 or step == args.steps - 1:
             log(f"unet step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     lm.save(ema, Path(args.out) / lm.FILES["unet"], lm.UNET_CONFIG)
@@ -242,14 +287,70 @@ def train_taesd(args) -> dict:
     return stats
 
 
+# ------------------------------------------------------------------ flow MMDiT
+def flow_times(n: int, g: torch.Generator, shift: float = 3.0) -> torch.Tensor:
+    """Training times t in (0, 1): half uniform, half through SD3's shift (t' = s t / (1 + (s - 1) t), the
+    time shift of ComfyUI's CONST sampling with shift 3), which puts the sampler's high-noise steps denser."""
+    u = torch.rand(n, generator=g).clamp(1e-3, 1 - 1e-3)
+    shifted = shift * u / (1 + (shift - 1) * u)
+    return torch.where(torch.arange(n) % 2 == 0, u, shifted)
+
+
+def flow_loss(dit, z0: torch.Tensor, cond, pooled, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Rectified flow as ComfyUI's CONST model_sampling reads the model: x_t = (1 - t) x0 + t noise at
+    timestep 1000 t, target v = noise - x0 (denoised = x_t - t v)."""
+    tt = t.view(-1, 1, 1, 1)
+    xt = (1 - tt) * z0 + tt * noise
+    return F.mse_loss(dit(xt, timesteps=t * 1000, context=cond, y=pooled), noise - z0)
+
+
+def train_flow(args) -> dict:
+    vae = load_vae_module(args.out, FLOW.file)
+    table, (empty, empty_pool) = caption_table(Path(args.out) / lm.FILES["clip"], pooled=True)
+    log(f"encoding {args.n_data} world pictures")
+    scenes, _, means, stds = world_latents(vae, args.n_data, DATA_SEED + 300_000, space=FLOW)
+    log(f"model-space latents: mean {float(means.mean()):.3f} std {float(means.std()):.3f}")
+    conds = torch.stack([table[caption(s)][0] for s in scenes])
+    pools = torch.stack([table[caption(s)][1] for s in scenes])
+    del vae
+    base = fm.dit_model_config().get_model({})
+    dit = lm.fill_random_(base.diffusion_model, args.seed)
+    log(f"MMDiT: {sum(p.numel() for p in dit.parameters()) / 1e6:.2f} M parameters")
+    opt = torch.optim.AdamW(dit.parameters(), lr=args.lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(args.seed)
+    ema = {k: v.detach().clone() for k, v in dit.state_dict().items()}
+    t0 = time.time()
+    for step in range(args.steps):
+        idx = torch.randint(0, args.n_data, (args.batch,), generator=g)
+        z0 = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=g)
+        cond, pooled = conds[idx].clone(), pools[idx].clone()
+        drop = torch.rand(args.batch, generator=g) < args.uncond
+        cond[drop], pooled[drop] = empty, empty_pool
+        t = flow_times(args.batch, g)
+        cosine_lr(opt, step, args.steps, args.lr)
+        loss = flow_loss(dit, z0, cond, pooled, t, torch.randn(z0.shape, generator=g))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
+        opt.step()
+        ema_update_(ema, dit, step, args.ema)
+        if step % 50 == 0 or step == args.steps - 1:
+            log(f"flow step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
+    lm.save(ema, Path(args.out) / fm.FILES["flow_dit"], fm.DIT_CONFIG)
+    return {"final_loss": loss.item()}
+
+
 STAGES = {
     "vae": (train_vae, {"steps": 360, "batch": 16, "lr": 2e-3, "kl": 1e-6}),
     "clip": (write_clip, {}),
     "unet": (train_unet, {"steps": 900, "batch": 32, "lr": 1e-3, "n_data": 4096, "uncond": 0.1, "ema": 0.995}),
     "taesd": (train_taesd, {"steps": 300, "batch": 16, "lr": 1e-3, "crop": 4}),
+    "flow_vae": (functools.partial(train_vae, space=FLOW), {"steps": 300, "batch": 16, "lr": 1e-3, "kl": 1e-6}),
+    "flow": (train_flow, {"steps": 3000, "batch": 32, "lr": 1e-3, "n_data": 4096, "uncond": 0.1, "ema": 0.998}),
 }
 
-STAGE_FILES = {"vae": ("vae",), "clip": ("clip",), "unet": ("unet",), "taesd": ("taesd_decoder", "taesd_vae")}
+STAGE_FILES = {"vae": ("vae",), "clip": ("clip",), "unet": ("unet",), "taesd": ("taesd_decoder", "taesd_vae"),
+               "flow_vae": ("flow_vae",), "flow": ("flow_dit",)}
 
 
 def main(argv=None):
@@ -273,7 +374,7 @@ def main(argv=None):
     stats = fn(args)
     log(f"{args.stage} done in {time.time() - t0:.0f} s: {stats}")
     if Path(args.out).resolve() == manifest.WEIGHTS_DIR.resolve():
-        made = [manifest.WEIGHTS_DIR / lm.FILES[part] for part in STAGE_FILES[args.stage]]
+        made = [manifest.WEIGHTS_DIR / {**lm.FILES, **fm.FILES}[part] for part in STAGE_FILES[args.stage]]
         manifest.record(made, manifest.command_line("bench.world.train_latent", argv))
 
 

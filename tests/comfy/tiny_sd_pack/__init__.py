@@ -7,6 +7,8 @@ Load it with the harness: ``comfy_server_factory(packs={"zecon_tiny_sd": TINY_SD
                                                        (arch sd15_file: 768-wide, as its UNet)
   ZeconTestWorldSD  ()           -> MODEL, CLIP, VAE   the miniature world's trained SD1.5-config model
                                                        (bench/world/weights, bench/world/latent_model.py)
+  ZeconTestWorldFlow ()          -> MODEL, CLIP, VAE   the miniature world's trained SD3-config MMDiT
+                                                       (rectified flow; bench/world/flow_model.py)
 
 The models come from tests/comfy/tiny_sd.py (loaded from this folder's parent under a
 private module name, so nothing else of tests/comfy lands on the server's sys.path).
@@ -30,6 +32,7 @@ def _load(name: str, path: Path):
 
 tiny_sd = _load("zecon_tests_tiny_sd", _HERE.parent / "tiny_sd.py")
 latent_model = _load("zecon_tests_world_latent_model", _HERE.parents[2] / "bench" / "world" / "latent_model.py")
+flow_model = _load("zecon_tests_world_flow_model", _HERE.parents[2] / "bench" / "world" / "flow_model.py")
 
 _SEED = ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                  "tooltip": "Weights are drawn from this seed: same seed, same model."})
@@ -84,8 +87,18 @@ class ZeconTestWorldSD:
         return latent_model.load_model(), latent_model.load_clip(), latent_model.load_vae()
 
 
+class ZeconTestWorldFlow(ZeconTestWorldSD):
+    DESCRIPTION = ("The miniature world's trained rectified-flow model (bench/world/weights): ComfyUI's SD3 config "
+                   "class (MMDiT, CONST sampling), the world's SD1.5-type text encoder and a 16-channel "
+                   "AutoencoderKL at toy width (tests only).")
+
+    def load(self):
+        return flow_model.load_model(), flow_model.load_clip(), flow_model.load_vae()
+
+
 NODE_CLASS_MAPPINGS = {"ZeconTestTinySD": ZeconTestTinySD, "ZeconTestTinyCLIP": ZeconTestTinyCLIP,
-                       "ZeconTestWorldSD": ZeconTestWorldSD}
+                       "ZeconTestWorldSD": ZeconTestWorldSD, "ZeconTestWorldFlow": ZeconTestWorldFlow}
 NODE_DISPLAY_NAME_MAPPINGS = {"ZeconTestTinySD": "ZeCon test: tiny SD model",
                               "ZeconTestTinyCLIP": "ZeCon test: tiny CLIP",
-                              "ZeconTestWorldSD": "ZeCon test: miniature world SD model"}
+                              "ZeconTestWorldSD": "ZeCon test: miniature world SD model",
+                              "ZeconTestWorldFlow": "ZeCon test: miniature world flow model (SD3 MMDiT)"}
