@@ -7,7 +7,7 @@ import dataclasses
 from comfy_api.latest import io
 
 from ...zecon_core.guidance.core import CLIP_LOSSES, GuidanceConfig
-from ...zecon_core.latent import FLOW_DEFAULTS, GUIDANCE_MODES, SD_DEFAULTS, needs_decoder
+from ...zecon_core.latent import GUIDANCE_MODES, LATENT_DEFAULTS, needs_decoder
 from ...zecon_core.guidance.mask import prepare_mask
 from .. import validation as V
 from ..flow import guidance as FG
@@ -43,7 +43,7 @@ def differentiable_clone(model):
 def resolve_config(bundle, model, family: str, zecon_layers: str, has_style: bool) -> GuidanceConfig:
     """The loss weights for this model: the bundle's (or the defaults), its ZeCon layers (UNet input blocks,
     or transformer blocks of a flow model), CLIP off without a style."""
-    config = bundle.config if bundle is not None else (SD_DEFAULTS if family == FG.SD else FLOW_DEFAULTS)
+    config = bundle.config if bundle is not None else LATENT_DEFAULTS
     auto = zecon_layers.strip() == AUTO_LAYERS
     if family == FG.SD:
         unet = model.model.diffusion_model
@@ -141,9 +141,8 @@ class ZeconGuider(io.ComfyNode):
                 ZeconGuidanceType.Input("guidance", optional=True,
                                         tooltip="Loss weights from ZeCon Guidance (its zecon_layers, mse_max_t and "
                                                 "vgg_max_t are for the pixel model and are not used here). Default: "
-                                                "the original's weights, VGG off, and on SD models ZeCon 8000 "
-                                                "(chosen on the miniature world's benchmark; the original's 500 on "
-                                                "flow models)."),
+                                                "the original's weights, VGG off, and ZeCon 8000 instead of 500 "
+                                                "(chosen on the miniature world's benchmarks)."),
             ],
             outputs=[io.Guider.Output("guider", display_name="guider",
                                       tooltip="Connect to SamplerCustomAdvanced's guider.")],

@@ -735,9 +735,9 @@ def test_a_shift_that_dwarfs_the_prediction_is_reported(pack, sd15, taesd, caplo
             assert "strength" in said[0] and "weights" in said[0], said
 
 
-def test_default_weights_are_the_benchmarks_on_sd_and_the_originals_on_flow(pack, sd15):
-    """Without a ZeCon Guidance node: SD UNets get ZeCon 8000 (bench/RESULTS.md, the miniature world's
-    latent benchmark), rectified-flow DiTs the original's 500; VGG off, CLIP off without a style."""
+def test_default_weights_are_the_benchmarks(pack, sd15):
+    """Without a ZeCon Guidance node: ZeCon 8000 on SD UNets and flow DiTs (bench/RESULTS.md, the miniature
+    world's benchmarks), the other weights the original's; VGG off, CLIP off without a style."""
     import tiny_flow
     from zecon_pack.nodes.flow import guidance as FG
     from zecon_pack.nodes.latent.guider_node import resolve_config
@@ -748,7 +748,7 @@ def test_default_weights_are_the_benchmarks_on_sd_and_the_originals_on_flow(pack
     assert resolve_config(None, sd15.model, FG.SD, "auto", has_style=False).clip_dir_patch == 0.0
     flux = tiny_flow.tiny_model("flux_dev")
     flow = resolve_config(None, flux, FG.guided_family(flux), "auto", has_style=True)
-    assert (flow.zecon, flow.vgg) == (500.0, 0.0)
+    assert (flow.zecon, flow.vgg, flow.clip_global_patch) == (8000.0, 0.0, 10000.0)
     from zecon_pack.nodes.types import GuidanceBundle
     chosen = resolve_config(GuidanceBundle(GuidanceConfig(zecon=123.0), None, "none"), sd15.model, FG.SD, "auto", True)
     assert chosen.zecon == 123.0                 # a connected ZeCon Guidance node's weights win

@@ -13,9 +13,9 @@ ones of ``zecon_core.guidance.core``.
   the gradient is taken on the prediction only; ``full``: through the UNet).
 """
 
-from .guidance import (EPS_SHIFT, FLOW_DEFAULTS, GUIDANCE_MODES, N_REF, SD_DEFAULTS, LatentGuidance, LatentSource,
-                       ShiftRule, needs_decoder, source_for_batch)
+from .guidance import (EPS_SHIFT, GUIDANCE_MODES, LATENT_DEFAULTS, N_REF, LatentGuidance, LatentSource, ShiftRule,
+                       needs_decoder, source_for_batch)
 from .inversion import invert
 
-__all__ = ["EPS_SHIFT", "FLOW_DEFAULTS", "GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "SD_DEFAULTS",
-           "ShiftRule", "invert", "needs_decoder", "source_for_batch"]
+__all__ = ["EPS_SHIFT", "GUIDANCE_MODES", "LATENT_DEFAULTS", "LatentGuidance", "LatentSource", "N_REF", "ShiftRule",
+           "invert", "needs_decoder", "source_for_batch"]

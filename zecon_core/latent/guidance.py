@@ -45,20 +45,19 @@ import torch
 from ..guidance.core import CONTENT_LOSSES, N_REF, GuidanceConfig, LossView, NonFiniteError, ZeconGuidance
 from ..guidance.mask import inside, keep_outside
 
-__all__ = ["EPS_SHIFT", "FLOW_DEFAULTS", "GUIDANCE_MODES", "LatentGuidance", "LatentSource", "N_REF", "SD_DEFAULTS",
-           "ShiftRule", "needs_decoder", "source_for_batch"]
+__all__ = ["EPS_SHIFT", "GUIDANCE_MODES", "LATENT_DEFAULTS", "LatentGuidance", "LatentSource", "N_REF", "ShiftRule",
+           "needs_decoder", "source_for_batch"]
 
 GUIDANCE_MODES = ("shortcut", "full")
 
-#: The guider's weights on SD UNets when no ZeCon Guidance node sets them: the original's, VGG off, and
-#: the ZeCon weight at 8000 instead of 500 — chosen on the miniature world's benchmark (bench/RESULTS.md,
-#: "Quality (miniature world): latent guider"; 24 edits x 3 seeds): at strength 1 it keeps the object's
-#: geometry better (IoU +0.035, 95 % interval [+0.017, +0.057]) at the same target rate, and at strength 4
-#: (success +0.10 [+0.01, +0.21]) and 10 (shapes kept +0.14 [+0.04, +0.26]) it is what keeps the picture
-#: together; it never lowered the target rate there. Measured on a 1 M-parameter world model only.
-SD_DEFAULTS = GuidanceConfig(vgg=0.0, zecon=8000.0)
-#: The same on rectified-flow DiTs: the original's weights, VGG off (no world model measured them).
-FLOW_DEFAULTS = GuidanceConfig(vgg=0.0)
+#: The guider's weights when no ZeCon Guidance node sets them: the original's, VGG off, and the ZeCon
+#: weight at 8000 instead of 500 — chosen on the miniature world's benchmarks (bench/RESULTS.md, "Quality
+#: (miniature world)": latent guider and flow world; 24 edits x 3 seeds each). On the SD1.5-config UNet it
+#: keeps the object's geometry better at the same target rate (IoU +0.035 [+0.017, +0.057] at strength 1;
+#: success +0.10 [+0.01, +0.21] at strength 4; shapes kept +0.14 [+0.04, +0.26] at strength 10); on the
+#: SD3-config MMDiT, shapes kept +0.125 [+0.028, +0.250] and IoU +0.020 [+0.009, +0.032] at strength 1, the
+#: same target rate. It never lowered the target rate there. Measured on world models of 1 M parameters only.
+LATENT_DEFAULTS = GuidanceConfig(vgg=0.0, zecon=8000.0)
 
 Decode = Callable[[torch.Tensor], torch.Tensor]     # model-space latent [B, C, h, w] -> image [B, 3, H, W] in [-1, 1]
 
