@@ -227,6 +227,16 @@ def restyler(world: World, setting: Setting, run: Run):
     return restyle
 
 
+def run_pair(names, n_edits: int, flow: bool = False) -> dict:
+    """The quality floors' runs: each setting of ``names`` on the first ``n_edits`` edits, seed 0, one thread."""
+    from bench.quality import run_setting
+    torch.set_num_threads(1)
+    world = World(flow=flow)
+    edits = make_edits(n_edits, EDIT_SEED)
+    run = Run(batch=n_edits)
+    return {name: run_setting(name, restyler(world, SETTINGS[name], run), edits, [0], world.grader) for name in names}
+
+
 def evaluate(world: World, names, edits, seeds, run: Run, log=print) -> list:
     """One ``bench.quality.SettingResult`` per setting name (an unguided setting runs one seed: it is
     deterministic, so the other seeds repeat its pictures)."""

@@ -184,6 +184,15 @@ def caption_table(clip_path, pooled: bool = False) -> tuple[dict, torch.Tensor]:
     return dict(zip(texts, entries[:-1])), entries[-1]
 
 
+def descend_(opt, loss: torch.Tensor, module, ema: dict, step: int, decay: float) -> None:
+    """One clipped optimiser step on ``loss`` (gradient norm <= 1), then the EMA of ``module``'s weights."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+    opt.step()
+    ema_update_(ema, module, step, decay)
+
+
 def ema_update_(ema: dict, module, step: int, decay: float) -> None:
     """EMA of ``module``'s weights with warm-up (decay min(decay, (1 + step) / (10 + step)))."""
     with torch.no_grad():
@@ -226,11 +235,7 @@ def train_unet(args) -> dict:
         xt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         cosine_lr(opt, step, args.steps, args.lr)
         loss = F.mse_loss(unet(xt, timesteps=t.float(), context=cond), eps)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        ema_update_(ema, unet, step, args.ema)
+        descend_(opt, loss, unet, ema, step, args.ema)
         if step % 50 == 0 or step == args.steps - 1:
             log(f"unet step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     lm.save(ema, Path(args.out) / lm.FILES["unet"], lm.UNET_CONFIG)
@@ -329,11 +334,7 @@ def train_flow(args) -> dict:
         t = flow_times(args.batch, g)
         cosine_lr(opt, step, args.steps, args.lr)
         loss = flow_loss(dit, z0, cond, pooled, t, torch.randn(z0.shape, generator=g))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), 1.0)
-        opt.step()
-        ema_update_(ema, dit, step, args.ema)
+        descend_(opt, loss, dit, ema, step, args.ema)
         if step % 50 == 0 or step == args.steps - 1:
             log(f"flow step {step} loss {loss.item():.4f} ({time.time() - t0:.0f} s)")
     lm.save(ema, Path(args.out) / fm.FILES["flow_dit"], fm.DIT_CONFIG)

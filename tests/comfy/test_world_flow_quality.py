@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.comfy
 
@@ -34,21 +33,12 @@ TARGET_SLACK = 0.25         # 2 of 8 edits
 @pytest.fixture(scope="module")
 def results():
     from bench import quality_latent as q
-    from bench.quality import run_setting
-    from bench.world.metrics import make_edits
-    torch.set_num_threads(1)
-    world = q.World(flow=True)
-    edits = make_edits(EDITS, q.EDIT_SEED)
-    run = q.Run(batch=EDITS)
-    return {name: run_setting(name, q.restyler(world, q.SETTINGS[name], run), edits, [0], world.grader)
-            for name in (ZECON, NO_ZECON)}
+    return q.run_pair((ZECON, NO_ZECON), EDITS, flow=True)
 
 
 def test_zecon_keeps_the_geometry_on_the_flow_model(results):
-    from bench.world.metrics import paired_interval
     d, ref = results[ZECON], results[NO_ZECON]
-    iou, _, _ = paired_interval(d.metrics["iou"], ref.metrics["iou"])
-    shape, _, _ = paired_interval(d.metrics["shape_kept"], ref.metrics["shape_kept"])
+    iou, shape = d.minus(ref, "iou"), d.minus(ref, "shape_kept")
     print(f"ΔIoU {iou:+.3f}, Δshape kept {shape:+.3f}, target {d.mean('target'):.3f} vs {ref.mean('target'):.3f}")
     assert iou >= IOU_FLOOR, f"ΔIoU ZeCon 8000 - ZeCon 0 = {iou:+.3f}"
     assert shape >= SHAPE_FLOOR, f"Δshape kept = {shape:+.3f}"

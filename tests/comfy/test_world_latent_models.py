@@ -56,15 +56,18 @@ def from_image(image):
     return image.permute(0, 3, 1, 2).float() * 2 - 1
 
 
-def test_latent_weights_match_the_manifest():
+@pytest.mark.parametrize("files, command, max_mib", [(lm.FILES, "python -m bench.world.train_latent ", 12),
+                                                     (fm.FILES, "python -m bench.world.train_latent flow", 6)],
+                         ids=["latent", "flow"])
+def test_weights_match_the_manifest(files, command, max_mib):
     entries = manifest.read()
-    for name in lm.FILES.values():
+    for name in files.values():
         assert name in entries, f"{name} has no manifest entry"
         path = manifest.WEIGHTS_DIR / name
         assert path.stat().st_size == entries[name]["bytes"]
         assert manifest.sha256(path) == entries[name]["sha256"]
-        assert entries[name]["command"].startswith("python -m bench.world.train_latent ")
-        assert path.stat().st_size < 12 * 2 ** 20
+        assert entries[name]["command"].startswith(command)
+        assert path.stat().st_size < max_mib * 2 ** 20
 
 
 def test_unet_is_comfyuis_sd15_model(pack):
@@ -121,17 +124,6 @@ def test_text_encoder_tells_every_caption_apart(pack):
 
 # ------------------------------------------------------------------ the flow model (bench/world/flow_model.py)
 FLOW_TIMES = (0.3, 0.5, 0.7)
-
-
-def test_flow_weights_match_the_manifest():
-    entries = manifest.read()
-    for name in fm.FILES.values():
-        assert name in entries, f"{name} has no manifest entry"
-        path = manifest.WEIGHTS_DIR / name
-        assert path.stat().st_size == entries[name]["bytes"]
-        assert manifest.sha256(path) == entries[name]["sha256"]
-        assert entries[name]["command"].startswith("python -m bench.world.train_latent flow")
-        assert path.stat().st_size < 6 * 2 ** 20
 
 
 def test_flow_model_is_comfyuis_sd3_mmdit(pack):

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.comfy
 
@@ -35,14 +34,7 @@ TARGET_SLACK = 0.25         # 2 of 8 edits
 @pytest.fixture(scope="module")
 def results():
     from bench import quality_latent as q
-    from bench.quality import run_setting
-    from bench.world.metrics import make_edits
-    torch.set_num_threads(1)
-    world = q.World()
-    edits = make_edits(EDITS, q.EDIT_SEED)
-    run = q.Run(batch=EDITS)
-    return {name: run_setting(name, q.restyler(world, q.SETTINGS[name], run), edits, [0], world.grader)
-            for name in (ZECON, NO_ZECON)}
+    return q.run_pair((ZECON, NO_ZECON), EDITS)
 
 
 def test_zecon_keeps_the_geometry_under_strong_clip_guidance(results):
